@@ -1,0 +1,130 @@
+"""LightningDataModule over an ImageFolder-style tree (``real/``, ``fake/``), split by content hash."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from deepfakenet.data.split import scan_image_tree
+from deepfakenet.imaging import DecodeLimits, load_image_file
+from deepfakenet.preprocessing import AugmentConfig, build_transform
+
+log = logging.getLogger(__name__)
+
+
+class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
+    """Images listed in an index frame, decoded by the one safe decoder and transformed."""
+
+    def __init__(
+        self,
+        index: pd.DataFrame,
+        transform: Callable[..., torch.Tensor],
+        limits: DecodeLimits | None = None,
+    ) -> None:
+        self.paths = index["path"].tolist()
+        self.targets = index["target"].astype(int).tolist()
+        self.transform = transform
+        self.limits = limits
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = load_image_file(self.paths[i], self.limits)
+        return self.transform(image), self.targets[i]
+
+
+class DeepfakeDataModule(L.LightningDataModule):
+    """Reads ``data_dir/{real,fake}/**``, splits by hash, and serves train/val/test loaders.
+
+    Args:
+        data_dir: Root of the tree.
+        crop_size: Square crop side, taken at native resolution (see ``preprocessing``).
+        batch_size: Batch size of every loader.
+        num_workers: Loader worker processes.
+        pin_memory: Pin host memory (useful on GPU only).
+        persistent_workers: Keep workers alive between epochs (ignored with 0 workers).
+        val_fraction: Share of files (by hash) for validation.
+        test_fraction: Share of files (by hash) for test.
+        augment: Training augmentations, applied to both classes.
+        exclude_groups: ``label/group`` names (e.g. ``fake/pixel_shuffle``) kept out of train
+            and val, for leave-one-out protocols; their test-split files stay in test.
+        max_pixels: Pixel limit for the decoder; images over it are skipped at scan time.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        crop_size: int = 64,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        augment: AugmentConfig | None = None,
+        exclude_groups: Sequence[str] = (),
+        max_pixels: int = 40_000_000,
+    ) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.crop_size = crop_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.augment = augment or AugmentConfig()
+        self.exclude_groups = set(exclude_groups)
+        self.limits = DecodeLimits(max_pixels=max_pixels)
+        self.index: pd.DataFrame | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Scan the tree once; every stage reuses the same index."""
+        if self.index is None:
+            self.index = scan_image_tree(
+                self.data_dir, self.val_fraction, self.test_fraction, limits=self.limits
+            )
+
+    def split_index(self, split: str) -> pd.DataFrame:
+        """The index rows of one split, with excluded groups removed from train and val."""
+        if self.index is None:
+            self.setup()
+        assert self.index is not None  # for type checkers; setup() always sets it
+        rows = self.index[self.index["split"] == split]
+        if split != "test" and self.exclude_groups:
+            keys = rows["label"] + "/" + rows["group"]
+            rows = rows[~keys.isin(self.exclude_groups)]
+        return rows
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        rows = self.split_index(split)
+        transform = build_transform(self.crop_size, train=train, augment=self.augment)
+        return DataLoader(
+            ImageDataset(rows, transform, self.limits),
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train and len(rows) > self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled, augmented training batches."""
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Deterministic centre crops of the validation split."""
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Deterministic centre crops of the test split."""
+        return self._loader("test", train=False)

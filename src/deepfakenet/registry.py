@@ -1,0 +1,147 @@
+"""The one place that knows MLflow model names, aliases and how the detector is logged and loaded.
+
+The detector is logged with ``mlflow.pytorch`` in the ``pickle`` format: the default ``pt2``
+(torch.export) format loads back without module hooks, and Captum's Grad-CAM needs those hooks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import mlflow
+import mlflow.pytorch
+import numpy as np
+import torch
+import torchvision
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from deepfakenet.errors import RegistryError
+from deepfakenet.models.net import DeepfakeNet
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+#: Not an MLflow alias: resolved here to the highest version number.
+LATEST = "latest"
+MODEL_ARTIFACT = "model"
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """Where runs and models live (``conf/registry``).
+
+    Attributes:
+        tracking_uri: MLflow tracking and registry URI (sqlite file by default).
+        artifact_location: Artifact root for a newly created experiment.
+        experiment_name: Experiment that training runs go to.
+        model_name: Registered model name.
+    """
+
+    tracking_uri: str
+    artifact_location: str | None = None
+    experiment_name: str = "deepfakenet"
+    model_name: str = "deepfakenet"
+
+
+def use(config: RegistryConfig) -> MlflowClient:
+    """Point this process's MLflow at ``config`` and return a client for it."""
+    mlflow.set_tracking_uri(config.tracking_uri)
+    mlflow.set_registry_uri(config.tracking_uri)
+    return MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
+
+
+def model_uri(model_name: str, ref: str | int) -> str:
+    """``models:/name@alias`` for an alias, ``models:/name/N`` for a version number."""
+    ref = str(ref)
+    return f"models:/{model_name}/{ref}" if ref.isdigit() else f"models:/{model_name}@{ref}"
+
+
+def log_and_register(
+    net: DeepfakeNet, model_name: str, tags: dict[str, str] | None = None
+) -> ModelVersion:
+    """Log ``net`` to the active run and register it as a new version of ``model_name``.
+
+    Args:
+        net: The trained (and calibrated) network.
+        model_name: Registered model name.
+        tags: Version tags (data version, git commit, ...).
+
+    Returns:
+        The new model version.
+    """
+    net = net.cpu().eval()
+    example = np.zeros((1, 3, net.crop_size, net.crop_size), dtype=np.float32)
+    info = mlflow.pytorch.log_model(
+        net,
+        name=MODEL_ARTIFACT,
+        serialization_format="pickle",
+        input_example=example,
+        registered_model_name=model_name,
+        pip_requirements=[
+            f"torch=={torch.__version__.split('+')[0]}",
+            f"torchvision=={torchvision.__version__.split('+')[0]}",
+        ],
+    )
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(model_name, version, key, value)
+    log.info("registered %s version %s from run %s", model_name, version, info.run_id)
+    return client.get_model_version(model_name, version)
+
+
+def version_for_alias(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
+    """The version an alias points at, or None when the alias (or model) does not exist."""
+    try:
+        return client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None
+
+
+def set_alias(client: MlflowClient, model_name: str, alias: str, version: str | int) -> None:
+    """Point ``alias`` at ``version``."""
+    client.set_registered_model_alias(model_name, alias, str(version))
+    log.info("alias %s@%s -> version %s", model_name, alias, version)
+
+
+def promote_if_no_champion(client: MlflowClient, model_name: str, version: str | int) -> bool:
+    """Make ``version`` the champion when no champion exists yet (the very first model)."""
+    if version_for_alias(client, model_name, CHAMPION) is not None:
+        return False
+    set_alias(client, model_name, CHAMPION, version)
+    return True
+
+
+def latest_version(client: MlflowClient, model_name: str) -> ModelVersion | None:
+    """The highest-numbered version of ``model_name`` (None when nothing is registered)."""
+    versions = client.search_model_versions(f"name = '{model_name}'")
+    return max(versions, key=lambda v: int(v.version), default=None)
+
+
+def load_net(model_name: str, ref: str | int) -> tuple[DeepfakeNet, ModelVersion]:
+    """Load a registered detector on the CPU in eval mode.
+
+    Args:
+        model_name: Registered model name.
+        ref: An alias (``champion``), a version number, or ``latest`` (the newest version).
+    """
+    client = MlflowClient()
+    try:
+        if str(ref) == LATEST:
+            version = latest_version(client, model_name)
+            if version is None:
+                raise RegistryError(f"no version of {model_name} is registered")
+        elif str(ref).isdigit():
+            version = client.get_model_version(model_name, str(ref))
+        else:
+            version = client.get_model_version_by_alias(model_name, str(ref))
+    except MlflowException as err:
+        raise RegistryError(f"no model {model_uri(model_name, ref)} in the registry") from err
+    net = mlflow.pytorch.load_model(model_uri(model_name, version.version), map_location="cpu")
+    if not isinstance(net, DeepfakeNet):
+        raise RegistryError(f"{model_uri(model_name, ref)} is not a DeepfakeNet ({type(net)})")
+    return net.eval(), version

@@ -1,0 +1,43 @@
+import hydra
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+from lightning import LightningDataModule, LightningModule, Trainer
+from omegaconf import DictConfig
+
+from tests.conftest import CONF_DIR, compose_config
+
+
+def test_train_config_composes_and_instantiates(cfg_train: DictConfig):
+    assert cfg_train.model.net.crop_size == cfg_train.data.crop_size
+    assert isinstance(hydra.utils.instantiate(cfg_train.data), LightningDataModule)
+    assert isinstance(hydra.utils.instantiate(cfg_train.model), LightningModule)
+    trainer = hydra.utils.instantiate(cfg_train.trainer, logger=False)
+    assert isinstance(trainer, Trainer) and trainer.max_epochs == 1
+    for name in ("model_checkpoint", "early_stopping"):
+        callback = cfg_train.callbacks[name]
+        assert callback.monitor == "val/auroc" and callback.mode == "max"
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF_DIR / "trainer").glob("*.yaml")))
+def test_every_trainer_preset_composes(preset, tmp_path):
+    paths = [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/out"]
+    cfg = compose_config("train.yaml", [f"trainer={preset}", *paths])
+    assert cfg.trainer._target_.endswith("Trainer")
+    if preset in {"cpu", "fast"}:
+        assert isinstance(hydra.utils.instantiate(cfg.trainer, logger=False), Trainer)
+    GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize(
+    "experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+)
+def test_every_experiment_composes(experiment):
+    cfg = compose_config("train.yaml", [f"experiment={experiment}"])
+    assert cfg.trainer.max_epochs >= 1
+    GlobalHydra.instance().clear()
+
+
+def test_evaluate_and_generate_configs_compose():
+    assert compose_config("evaluate.yaml").model_ref == "champion"
+    assert compose_config("generate.yaml").synth._target_.endswith("generate_dataset")
+    GlobalHydra.instance().clear()

@@ -1,0 +1,85 @@
+"""End to end: the real train and evaluate jobs on tiny data against a temp MLflow store."""
+
+import json
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from deepfakenet.pipeline import evaluate, train
+from deepfakenet.registry import CHAMPION, load_net
+
+pytestmark = pytest.mark.slow
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str = "") -> set[str]:
+    out = set()
+    for item in client.list_artifacts(run_id, path):
+        out |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return out
+
+
+def test_train_registers_logs_and_evaluates(cfg_train, cfg_evaluate, tmp_path):
+    metrics, objects = train(cfg_train)
+
+    for key in (
+        "train/loss",
+        "val/auroc",
+        "val/auroc_best",
+        "test/auroc",
+        "test/ap",
+        "test/ece",
+        "test/f1",
+    ):
+        assert key in metrics, key
+    client = MlflowClient(cfg_train.registry.tracking_uri)
+    champion = client.get_model_version_by_alias("deepfakenet", CHAMPION)
+    assert str(champion.version) == "1" and champion.run_id == objects["run_id"]
+    assert champion.tags["data_version"] == "untracked"  # no data.dvc in this temp root
+
+    run = client.get_run(objects["run_id"])
+    assert run.data.params["data/crop_size"] == "32"
+    assert run.data.params["trainer/max_epochs"] == "1"
+    assert "val/auroc" in run.data.metrics and "test/auroc" in run.data.metrics
+    assert run.data.tags["data_version"] == "untracked"
+    assert run.inputs.dataset_inputs, "the data index is logged as an MLflow dataset input"
+    artifacts = _artifacts(client, objects["run_id"])
+    for name in (
+        "config/config.yaml",
+        "plots/test_roc.png",
+        "plots/test_confusion_matrix.png",
+        "plots/test_reliability.png",
+    ):
+        assert name in artifacts, (name, artifacts)
+
+    # The registered model loads back as the network, with hooks intact (pickle format).
+    mlflow.set_tracking_uri(cfg_train.registry.tracking_uri)
+    net, version = load_net("deepfakenet", CHAMPION)
+    assert str(version.version) == "1" and net.crop_size == 32
+    assert net.backbone.layer4 is not None and callable(net.features)
+
+    # A second run trains version 2; the champion stays on version 1.
+    _, objects2 = train(cfg_train)
+    assert str(objects2["model_version"].version) == "2"
+    assert str(client.get_model_version_by_alias("deepfakenet", CHAMPION).version) == "1"
+
+    cfg_evaluate.model_ref = "latest"
+    cfg_evaluate.report_dir = str(tmp_path / "report")
+    report = evaluate(cfg_evaluate)
+    written = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert written == report and str(report["model_version"]) == "2"
+    assert set(report["metrics"]) == {"auroc", "ap", "ece", "acc", "f1"}
+    assert report["n_samples"] == int((objects2["datamodule"].index["split"] == "test").sum())
+    for png in ("roc.png", "confusion_matrix.png", "reliability.png"):
+        assert (tmp_path / "report" / png).stat().st_size > 1000
+    # The job and the trainer's own test loop compute the same metrics on the same split.
+    trainer_auroc = objects2["trainer"].callback_metrics["test/auroc"]
+    assert report["metrics"]["auroc"] == pytest.approx(float(trainer_auroc), abs=1e-4)
+
+
+def test_evaluate_unknown_model_is_a_clear_error(cfg_evaluate):
+    from deepfakenet.errors import RegistryError
+
+    cfg_evaluate.model_ref = "champion"
+    with pytest.raises(RegistryError, match="no model"):
+        evaluate(cfg_evaluate)
