@@ -11,11 +11,17 @@ DVC := $(VENV)/bin/dvc
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k split -x"`.
 PYTEST_ARGS ?=
 
+# Where the service keeps its model store (BentoML) and records (SQLite, Parquet, images).
+export BENTOML_HOME ?= $(CURDIR)/bentoml-home
+export BENTOML_DO_NOT_TRACK ?= True
+HOST ?= 127.0.0.1
+PORT ?= 3000
+
 export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: help setup demo data train evaluate test test-fast lint format mlflow-ui clean
+.PHONY: help setup demo data train evaluate bento serve bento-build test test-fast lint format mlflow-ui clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -47,7 +53,18 @@ demo: data ## The main job: data -> DVC -> train -> register -> evaluate, on the
 	@echo
 	@echo "Test metrics: reports/evaluate/latest/metrics.json"
 	@$(PY) -c "import json; r = json.load(open('reports/evaluate/latest/metrics.json')); print('model version', r['model_version'], {k: round(v, 4) for k, v in r['metrics'].items()})"
-	@echo "Browse runs and the registry:  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+	@echo "Browse runs and the registry:  make mlflow-ui   (http://127.0.0.1:5000)"
+	@echo "Serve the champion over HTTP:  make serve       (http://$(HOST):$(PORT), docs at /)"
+
+bento: setup ## Import the MLflow champion into the BentoML model store (REF=champion|<N>)
+	$(PY) serving/import_model.py model_ref=$(or $(REF),champion)
+
+serve: setup ## Serve the champion on http://$(HOST):$(PORT) (imports it first if the store lacks it)
+	$(PY) serving/import_model.py model_ref=champion if_missing=true
+	$(VENV)/bin/bentoml serve serving.service:DeepfakeDetector --host $(HOST) --port $(PORT)
+
+bento-build: bento ## Build a Bento (service + code + model) for deployment: `bentoml containerize` it
+	$(VENV)/bin/bentoml build -f serving/bentofile.yaml .
 
 test: setup ## Run the whole test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -6,11 +6,18 @@ function-scoped copy redirects every path into ``tmp_path``, so tests run the re
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -116,3 +123,157 @@ def pg_database() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+# --------------------------------------------------------------------------- served model
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class TrainedRegistry:
+    """A temp MLflow store holding a detector trained in this test session (v1, champion)."""
+
+    root: Path
+    tracking_uri: str
+    run_id: str
+    crop_size: int
+
+
+@pytest.fixture(scope="session")
+def trained_registry(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> TrainedRegistry:
+    """Train once per session with the fast trainer and register it as the champion."""
+    from deepfakenet.pipeline import train
+
+    root = tmp_path_factory.mktemp("registry")
+    cfg = _shrink(compose_config("train.yaml", ["trainer=fast"]), root, tiny_data)
+    _, objects = train(cfg)
+    GlobalHydra.instance().clear()
+    return TrainedRegistry(root, cfg.registry.tracking_uri, objects["run_id"], cfg.data.crop_size)
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
+    """Run a project command (cwd = repo root); fail the test with its output if it fails."""
+    out = subprocess.run(
+        args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if out.returncode != 0:
+        pytest.fail(f"{' '.join(args)} exited {out.returncode}:\n{out.stdout[-3000:]}\n"
+                    f"{out.stderr[-3000:]}")  # fmt: skip
+    return out.stdout
+
+
+def import_to_bentoml(registry: TrainedRegistry, bentoml_home: Path, ref: str = "champion") -> None:
+    """``serving/import_model.py`` against the session's registry, into ``bentoml_home``."""
+    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "DVC_NO_ANALYTICS": "1"}
+    run_cli(
+        [
+            sys.executable,
+            "serving/import_model.py",
+            f"paths.root_dir={registry.root}",
+            f"registry.tracking_uri={registry.tracking_uri}",
+            f"model_ref={ref}",
+            "hydra.run.dir=" + str(registry.root / "import-logs"),
+        ],
+        env,
+    )
+
+
+@dataclass
+class RunningService:
+    """A ``bentoml serve`` subprocess of the real service on a free loopback port."""
+
+    url: str
+    home: Path
+    store_url: str
+    bentoml_home: Path
+    log_file: Path
+    process: subprocess.Popen[bytes]
+
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of the server's log (for failure messages)."""
+        return self.log_file.read_text(errors="replace")[-chars:]
+
+
+def start_service(
+    workdir: Path, bentoml_home: Path, extra_env: dict[str, str] | None = None
+) -> RunningService:
+    """Start the service from the repo root and wait until ``/readyz`` answers."""
+    home = workdir / "var"
+    port = free_port()
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(bentoml_home),
+        "DEEPFAKENET_HOME": str(home),
+        "DEEPFAKENET_FEATURE_FLUSH_SECONDS": "0.5",
+        "BENTOML_DO_NOT_TRACK": "True",
+        **(extra_env or {}),
+    }
+    log_file = workdir / f"service-{port}.log"
+    with log_file.open("wb") as log_handle:
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "bentoml"),
+                "serve",
+                "serving.service:DeepfakeDetector",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    service = RunningService(
+        f"http://127.0.0.1:{port}", home, f"sqlite:///{home / 'store.db'}", bentoml_home,
+        log_file, process,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the service exited with {process.returncode}:\n{service.log_tail()}")
+        try:
+            if httpx.get(f"{service.url}/readyz", timeout=2).status_code == 200:
+                return service
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop_service(service)
+    pytest.fail(f"the service did not become ready in 180 s:\n{service.log_tail()}")
+
+
+def stop_service(service: RunningService) -> None:
+    """Stop the server's whole process group (BentoML starts worker processes)."""
+    try:
+        os.killpg(service.process.pid, signal.SIGTERM)
+        service.process.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(service.process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def service(
+    tmp_path_factory: pytest.TempPathFactory, trained_registry: TrainedRegistry
+) -> Iterator[RunningService]:
+    """The real service, serving the session's champion; shared by the HTTP tests."""
+    workdir = tmp_path_factory.mktemp("service")
+    import_to_bentoml(trained_registry, workdir / "bentoml")
+    running = start_service(
+        workdir,
+        workdir / "bentoml",
+        {
+            "DEEPFAKENET_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
+            "DEEPFAKENET_MAX_PIXELS": str(4_000_000),
+        },
+    )
+    yield running
+    stop_service(running)

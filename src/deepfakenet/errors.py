@@ -25,3 +25,15 @@ class DatasetError(DeepFakeNetError):
 
 class RegistryError(DeepFakeNetError):
     """A registered model, version or alias that was asked for does not exist."""
+
+
+class NotFoundError(DeepFakeNetError):
+    """A record that was asked for by id does not exist (HTTP 404)."""
+
+
+class InvalidFeedbackError(DeepFakeNetError):
+    """Feedback that cannot be stored as sent: unknown label, comment too long (HTTP 400)."""
+
+
+class DataLeakError(DatasetError):
+    """An evaluation protocol found held-out images (a family or a source) in train or val."""

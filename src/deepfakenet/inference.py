@@ -1,11 +1,44 @@
-"""Batch scoring of a data loader with a :class:`DeepfakeNet` (evaluation, benchmarks)."""
+"""Scoring with a :class:`DeepfakeNet`: the one code path from a batch to calibrated decisions.
+
+Evaluation, benchmarks and the HTTP service all score through these functions, so every caller
+applies the stored temperature and threshold the same way.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader
 
-from deepfakenet.models.net import DeepfakeNet
+from deepfakenet.models.net import LABELS, DeepfakeNet
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The detector's answer for a batch.
+
+    Attributes:
+        logits: ``N x 2`` uncalibrated logits.
+        prob_fake: ``N`` calibrated probabilities of ``fake``.
+        labels: ``N`` decisions at the model's threshold, as ``"real"``/``"fake"``.
+        features: ``N x 512`` penultimate-layer vectors (what the head sees).
+    """
+
+    logits: torch.Tensor
+    prob_fake: torch.Tensor
+    labels: list[str]
+    features: torch.Tensor
+
+
+@torch.inference_mode()
+def score_batch(net: DeepfakeNet, batch: torch.Tensor) -> Scores:
+    """Score a preprocessed batch in one forward pass (features and logits together)."""
+    features = net.features(batch)
+    logits = net.backbone.fc(features)
+    prob = net.prob_from_logits(logits)
+    labels = [LABELS[int(d)] for d in net.decide(prob)]
+    return Scores(logits=logits, prob_fake=prob, labels=labels, features=features)
 
 
 @torch.inference_mode()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import mlflow.pytorch
@@ -122,6 +123,31 @@ def latest_version(client: MlflowClient, model_name: str) -> ModelVersion | None
     return max(versions, key=lambda v: int(v.version), default=None)
 
 
+def resolve_version(client: MlflowClient, model_name: str, ref: str | int) -> ModelVersion:
+    """The model version an alias (``champion``), number, or ``latest`` refers to.
+
+    Raises:
+        RegistryError: Nothing is registered under that reference.
+    """
+    try:
+        if str(ref) == LATEST:
+            version = latest_version(client, model_name)
+            if version is None:
+                raise RegistryError(f"no version of {model_name} is registered")
+            return version
+        if str(ref).isdigit():
+            return client.get_model_version(model_name, str(ref))
+        return client.get_model_version_by_alias(model_name, str(ref))
+    except MlflowException as err:
+        raise RegistryError(f"no model {model_uri(model_name, ref)} in the registry") from err
+
+
+def _checked(net: object, where: str) -> DeepfakeNet:
+    if not isinstance(net, DeepfakeNet):
+        raise RegistryError(f"{where} is not a DeepfakeNet ({type(net)})")
+    return net.eval()
+
+
 def load_net(model_name: str, ref: str | int) -> tuple[DeepfakeNet, ModelVersion]:
     """Load a registered detector on the CPU in eval mode.
 
@@ -129,19 +155,22 @@ def load_net(model_name: str, ref: str | int) -> tuple[DeepfakeNet, ModelVersion
         model_name: Registered model name.
         ref: An alias (``champion``), a version number, or ``latest`` (the newest version).
     """
-    client = MlflowClient()
-    try:
-        if str(ref) == LATEST:
-            version = latest_version(client, model_name)
-            if version is None:
-                raise RegistryError(f"no version of {model_name} is registered")
-        elif str(ref).isdigit():
-            version = client.get_model_version(model_name, str(ref))
-        else:
-            version = client.get_model_version_by_alias(model_name, str(ref))
-    except MlflowException as err:
-        raise RegistryError(f"no model {model_uri(model_name, ref)} in the registry") from err
-    net = mlflow.pytorch.load_model(model_uri(model_name, version.version), map_location="cpu")
-    if not isinstance(net, DeepfakeNet):
-        raise RegistryError(f"{model_uri(model_name, ref)} is not a DeepfakeNet ({type(net)})")
-    return net.eval(), version
+    version = resolve_version(MlflowClient(), model_name, ref)
+    uri = model_uri(model_name, version.version)
+    return _checked(mlflow.pytorch.load_model(uri, map_location="cpu"), uri), version
+
+
+def load_net_from_dir(path: str | Path) -> DeepfakeNet:
+    """Load a detector from a local MLflow model folder (e.g. one copied into BentoML's store)."""
+    return _checked(mlflow.pytorch.load_model(str(path), map_location="cpu"), str(path))
+
+
+def version_labels(version: ModelVersion, alias: str | None = None) -> dict[str, str]:
+    """What a deployment should know of a version: number, run, data version, alias."""
+    return {
+        "model_name": version.name,
+        "model_version": str(version.version),
+        "run_id": version.run_id or "",
+        "data_version": (version.tags or {}).get("data_version", "unknown"),
+        "alias": alias or "",
+    }

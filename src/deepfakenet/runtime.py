@@ -1,0 +1,155 @@
+"""The model a long-running process serves, and how it follows the registry's champion.
+
+A server holds one :class:`LoadedModel` at a time in a :class:`ModelHolder`. Swapping is a single
+reference assignment, so a request that already took the old model finishes with it while new
+requests get the new one: no restart, no failed request. :class:`ChampionWatcher` polls the MLflow
+alias (or is triggered on demand) and swaps in a new champion when the alias moves.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from mlflow import MlflowClient
+
+from deepfakenet import registry
+from deepfakenet.models.net import DeepfakeNet
+from deepfakenet.store import utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A detector ready to serve, with what clients should know about it.
+
+    Attributes:
+        net: The network used for scoring (batched, no gradients).
+        explain_net: A private copy for Grad-CAM: Captum registers hooks on the module it
+            explains, which must not fire inside a concurrent scoring batch.
+        labels: ``model_name``, ``model_version``, ``run_id``, ``data_version``, ``alias``.
+        source: Where it was loaded from (a BentoML tag or a ``models:/`` URI).
+        loaded_at: When this process loaded it.
+        explain_lock: Serialises Grad-CAM calls on ``explain_net``.
+    """
+
+    net: DeepfakeNet
+    explain_net: DeepfakeNet
+    labels: dict[str, str]
+    source: str
+    loaded_at: datetime = field(default_factory=utcnow)
+    explain_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def wrap(cls, net: DeepfakeNet, labels: dict[str, str], source: str) -> LoadedModel:
+        """Put a freshly loaded network into service (eval mode, frozen, explain copy made)."""
+        net = net.eval().requires_grad_(False)
+        return cls(net=net, explain_net=copy.deepcopy(net), labels=dict(labels), source=source)
+
+    @property
+    def version(self) -> str:
+        """The registered model version, e.g. ``"3"``."""
+        return self.labels.get("model_version", "unknown")
+
+    def info(self) -> dict[str, object]:
+        """A JSON-able description (``GET /model``)."""
+        return {
+            **self.labels,
+            "source": self.source,
+            "loaded_at": self.loaded_at.isoformat(),
+            "input_size": self.net.crop_size,
+            "threshold": float(self.net.threshold),
+            "temperature": float(self.net.temperature),
+        }
+
+
+class ModelHolder:
+    """The current model of a process; :meth:`swap` replaces it atomically."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self._model = model
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> LoadedModel:
+        """The model new requests should use (take it once per request)."""
+        return self._model
+
+    def swap(self, model: LoadedModel) -> LoadedModel:
+        """Serve ``model`` from now on; return the one it replaced."""
+        with self._lock:
+            old, self._model = self._model, model
+        log.info("now serving %s version %s (was %s)", model.labels.get("model_name"),
+                 model.version, old.version)  # fmt: skip
+        return old
+
+
+class ChampionWatcher:
+    """Follows a registry alias and swaps the holder's model when the alias moves.
+
+    Args:
+        holder: The process's model holder.
+        tracking_uri: MLflow tracking/registry URI.
+        model_name: Registered model name.
+        alias: The alias to follow.
+        interval_s: Poll interval; ``0`` means only :meth:`check` on demand.
+    """
+
+    def __init__(
+        self,
+        holder: ModelHolder,
+        tracking_uri: str,
+        model_name: str,
+        alias: str = registry.CHAMPION,
+        interval_s: float = 0.0,
+    ) -> None:
+        self.holder = holder
+        self.model_name = model_name
+        self.alias = alias
+        self.interval_s = interval_s
+        self.client = registry.use(registry.RegistryConfig(tracking_uri=tracking_uri))
+        self._check_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check(self) -> bool:
+        """Load and swap in the alias's version if it is not the one served; True if swapped.
+
+        Raises:
+            RegistryError: The alias does not exist or its model does not load.
+        """
+        with self._check_lock:
+            version = registry.resolve_version(self.client, self.model_name, self.alias)
+            if str(version.version) == self.holder.current.version:
+                return False
+            uri = registry.model_uri(self.model_name, version.version)
+            log.info("%s@%s moved to version %s: loading %s", self.model_name, self.alias,
+                     version.version, uri)  # fmt: skip
+            net, _ = registry.load_net(self.model_name, version.version)
+            labels = registry.version_labels(version, alias=self.alias)
+            self.holder.swap(LoadedModel.wrap(net, labels, source=uri))
+            return True
+
+    def start(self) -> None:
+        """Poll in a daemon thread (no-op when the interval is 0)."""
+        if self.interval_s <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="champion-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop polling."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.check()
+            except Exception:  # a registry outage must not kill the server; retry next tick
+                log.exception("checking %s@%s failed", self.model_name, self.alias)

@@ -1,0 +1,75 @@
+"""Runtime settings of the service and the dashboards, read from ``DEEPFAKENET_*`` variables.
+
+Jobs (train, evaluate, retrain) are configured by Hydra; a long-running server is configured by
+its environment (twelve-factor style), so that one Bento runs unchanged on a laptop and in a
+cluster. The defaults keep everything embedded under ``var/`` in the working directory, so a
+fresh checkout needs no database server. The Hydra configs read the same variables with the same
+defaults (``conf/store/default.yaml``), so the retraining job finds the service's store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Environment variable prefix of every setting, e.g. ``DEEPFAKENET_STORE_URL``.
+ENV_PREFIX = "DEEPFAKENET_"
+
+
+class ServiceSettings(BaseSettings):
+    """Where the service keeps its records and how it treats untrusted input.
+
+    Attributes:
+        home: Folder for the embedded defaults (SQLite file, feature Parquet, image archive).
+        store_url: SQLAlchemy URL of the prediction + feedback store (any URL, e.g. PostgreSQL).
+        feature_dir: Root of the day-partitioned Parquet feature store.
+        image_dir: Content-addressed archive of scored images (kept for the feedback loop).
+        image_retention_days: Images without feedback are purged after this many days.
+        model_name: Name of the model in the BentoML model store (and the MLflow registry).
+        max_upload_bytes: Largest accepted upload.
+        max_pixels: Largest accepted ``width * height`` (decompression bombs are refused).
+        max_comment_chars: Longest accepted feedback comment.
+        explain_layer: Module of the ResNet whose activations Grad-CAM explains.
+        feature_flush_rows: Buffered feature rows that trigger a Parquet write.
+        feature_flush_seconds: Longest time a feature row waits in the buffer.
+        mlflow_tracking_uri: Registry the service polls for a new champion (None: no polling).
+        registry_poll_seconds: Poll interval for the champion alias; 0 turns polling off.
+        admin_token: Bearer token for the admin endpoints (reload); None disables them.
+        max_batch_size: Largest adaptive batch of the inference API.
+        max_latency_ms: Latency budget of the adaptive batcher (requests over it answer 503).
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    home: Path = Path("var")
+    store_url: str | None = None
+    feature_dir: Path | None = None
+    image_dir: Path | None = None
+    image_retention_days: float = Field(default=30.0, ge=0)
+    model_name: str = "deepfakenet"
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    max_pixels: int = Field(default=40_000_000, gt=0)
+    max_comment_chars: int = Field(default=2000, gt=0)
+    explain_layer: str = "layer4"
+    feature_flush_rows: int = Field(default=256, gt=0)
+    feature_flush_seconds: float = Field(default=5.0, gt=0)
+    mlflow_tracking_uri: str | None = None
+    registry_poll_seconds: float = Field(default=0.0, ge=0)
+    admin_token: str | None = None
+    max_batch_size: int = Field(default=32, gt=0)
+    max_latency_ms: int = Field(default=10_000, gt=0)
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> ServiceSettings:
+        """Fill the store URL and folders from ``home`` unless set explicitly."""
+        home = self.home.expanduser().resolve()
+        object.__setattr__(self, "home", home)
+        if self.store_url is None:
+            object.__setattr__(self, "store_url", f"sqlite:///{home / 'store.db'}")
+        if self.feature_dir is None:
+            object.__setattr__(self, "feature_dir", home / "features")
+        if self.image_dir is None:
+            object.__setattr__(self, "image_dir", home / "images")
+        return self

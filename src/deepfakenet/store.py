@@ -1,0 +1,386 @@
+"""The durable records of the service: predictions, feedback, and the archive of scored images.
+
+Predictions and feedback live in a SQL database through SQLAlchemy: a SQLite file by default (no
+server needed), any SQLAlchemy URL in production (PostgreSQL is tested). Every write is its own
+short transaction, so concurrent request handlers never lose or interleave records; SQLite runs in
+WAL mode with a busy timeout so readers (the admin dashboard) never block writers.
+
+What is stored is anonymised by construction: no client address, no file name, no EXIF. The
+image itself is kept (as lossless PNG of the decoded pixels, so EXIF is gone) in a
+content-addressed folder, only so the feedback loop can train on corrected images; images that
+received no feedback are purged after a retention period.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from PIL import Image
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from deepfakenet.errors import InvalidFeedbackError, NotFoundError
+from deepfakenet.models.net import LABELS
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (what every record stores)."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A random 32-hex-digit id: unguessable, so ids can be handed to clients."""
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the store's tables."""
+
+
+class Prediction(Base):
+    """One scored image: the model's answer and the image's non-identifying facts."""
+
+    __tablename__ = "predictions"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), index=True)
+    endpoint: Mapped[str] = mapped_column(sa.String(16))
+    model_name: Mapped[str] = mapped_column(sa.String(128))
+    model_version: Mapped[str] = mapped_column(sa.String(32), index=True)
+    prob_fake: Mapped[float] = mapped_column(sa.Float)
+    label: Mapped[str] = mapped_column(sa.String(8))
+    threshold: Mapped[float] = mapped_column(sa.Float)
+    sha256: Mapped[str] = mapped_column(sa.String(64), index=True)
+    width: Mapped[int] = mapped_column(sa.Integer)
+    height: Mapped[int] = mapped_column(sa.Integer)
+    format: Mapped[str] = mapped_column(sa.String(16))
+
+
+class Feedback(Base):
+    """A person's verdict on a prediction; ``used_*`` is set once retraining consumed it."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    prediction_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("predictions.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), index=True)
+    label: Mapped[str] = mapped_column(sa.String(8))
+    comment: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    used_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True), nullable=True)
+    used_by: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """A prediction as the service hands it to the store (and reads it back)."""
+
+    id: str
+    created_at: datetime
+    endpoint: str
+    model_name: str
+    model_version: str
+    prob_fake: float
+    label: str
+    threshold: float
+    sha256: str
+    width: int
+    height: int
+    format: str
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL (readers never block the writer), enforced foreign keys, and a busy timeout."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; for SQLite files the parent folder is created and tuned."""
+    sa_url = sa.make_url(url)
+    if sa_url.get_backend_name() == "sqlite":
+        if sa_url.database and sa_url.database != ":memory:":
+            Path(sa_url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(sa_url, connect_args={"timeout": 30, "check_same_thread": False})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(sa_url, pool_pre_ping=True)
+
+
+class Store:
+    """Prediction and feedback records behind one SQLAlchemy engine.
+
+    Args:
+        url: SQLAlchemy URL, e.g. ``sqlite:///var/store.db`` or
+            ``postgresql+psycopg://user@host/db``.
+        create: Create missing tables (idempotent). Schema migrations of an existing
+            database are out of scope until the schema first changes.
+    """
+
+    def __init__(self, url: str, create: bool = True) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        if create:
+            Base.metadata.create_all(self.engine)
+        log.info("store at %s", self.engine.url.render_as_string(hide_password=True))
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.engine.dispose()
+
+    # ---------------------------------------------------------------- predictions
+
+    def add_predictions(self, records: Iterable[PredictionRecord]) -> None:
+        """Insert predictions in one transaction (all or none)."""
+        with self._session.begin() as session:
+            session.add_all(Prediction(**vars(r)) for r in records)
+
+    def get_prediction(self, prediction_id: str) -> PredictionRecord:
+        """The prediction with this id; raises :class:`NotFoundError` when there is none."""
+        with self._session() as session:
+            row = session.get(Prediction, prediction_id)
+            if row is None:
+                raise NotFoundError(f"no prediction with id {prediction_id!r}")
+            return _record(row)
+
+    # ---------------------------------------------------------------- feedback
+
+    def add_feedback(
+        self,
+        prediction_id: str,
+        label: str,
+        comment: str | None = None,
+        max_comment_chars: int = 2000,
+    ) -> str:
+        """Store a person's label (and comment) for a prediction; return the feedback id.
+
+        Raises:
+            InvalidFeedbackError: The label is not ``real``/``fake`` or the comment is too long.
+            NotFoundError: No prediction has this id.
+        """
+        if label not in LABELS:
+            raise InvalidFeedbackError(f"label must be one of {list(LABELS)}, got {label!r}")
+        comment = (comment or "").strip() or None
+        if comment is not None and len(comment) > max_comment_chars:
+            raise InvalidFeedbackError(
+                f"comment is {len(comment)} characters, over the limit of {max_comment_chars}"
+            )
+        feedback_id = new_id()
+        with self._session.begin() as session:
+            if session.get(Prediction, prediction_id) is None:
+                raise NotFoundError(f"no prediction with id {prediction_id!r}")
+            session.add(
+                Feedback(
+                    id=feedback_id,
+                    prediction_id=prediction_id,
+                    created_at=utcnow(),
+                    label=label,
+                    comment=comment,
+                )
+            )
+        return feedback_id
+
+    def mark_feedback_used(self, feedback_ids: Sequence[str], used_by: str) -> int:
+        """Record that retraining consumed these feedback rows; return how many were marked."""
+        if not feedback_ids:
+            return 0
+        with self._session.begin() as session:
+            result = session.execute(
+                sa.update(Feedback)
+                .where(Feedback.id.in_(list(feedback_ids)), Feedback.used_at.is_(None))
+                .values(used_at=utcnow(), used_by=used_by)
+            )
+            return int(result.rowcount or 0)
+
+    # ---------------------------------------------------------------- reading (dashboards, jobs)
+
+    def predictions_frame(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        model_versions: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """Predictions as a frame (newest last), optionally filtered by time and model version."""
+        query = sa.select(Prediction).order_by(Prediction.created_at)
+        query = _filtered(query, Prediction, since, until, model_versions)
+        return self._frame(query, [c.name for c in Prediction.__table__.columns])
+
+    def feedback_frame(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        model_versions: Sequence[str] | None = None,
+        unused_only: bool = False,
+    ) -> pd.DataFrame:
+        """Feedback joined with its prediction: one row per feedback, newest last.
+
+        Columns: ``feedback_id``, ``prediction_id``, ``created_at`` (of the feedback),
+        ``human_label``, ``comment``, ``used_at``, ``used_by`` and the prediction's
+        ``predicted_at``, ``model_version``, ``prob_fake``, ``model_label``, ``threshold``,
+        ``sha256``, ``width``, ``height``, ``format``.
+        """
+        query = (
+            sa.select(
+                Feedback.id.label("feedback_id"),
+                Feedback.prediction_id,
+                Feedback.created_at,
+                Feedback.label.label("human_label"),
+                Feedback.comment,
+                Feedback.used_at,
+                Feedback.used_by,
+                Prediction.created_at.label("predicted_at"),
+                Prediction.model_version,
+                Prediction.prob_fake,
+                Prediction.label.label("model_label"),
+                Prediction.threshold,
+                Prediction.sha256,
+                Prediction.width,
+                Prediction.height,
+                Prediction.format,
+            )
+            .join(Prediction, Feedback.prediction_id == Prediction.id)
+            .order_by(Feedback.created_at)
+        )
+        query = _filtered(query, Feedback, since, until, None)
+        if model_versions:
+            query = query.where(Prediction.model_version.in_(list(model_versions)))
+        if unused_only:
+            query = query.where(Feedback.used_at.is_(None))
+        columns = [
+            "feedback_id", "prediction_id", "created_at", "human_label", "comment", "used_at",
+            "used_by", "predicted_at", "model_version", "prob_fake", "model_label", "threshold",
+            "sha256", "width", "height", "format",
+        ]  # fmt: skip
+        return self._frame(query, columns)
+
+    def shas_with_feedback(self) -> set[str]:
+        """Content hashes of every image that received feedback (kept by the image purge)."""
+        query = (
+            sa.select(Prediction.sha256)
+            .join(Feedback, Feedback.prediction_id == Prediction.id)
+            .distinct()
+        )
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
+    def _frame(self, query: sa.Select[Any], columns: list[str]) -> pd.DataFrame:
+        # A Core connection returns plain column tuples, also for ORM-enabled selects.
+        with self.engine.connect() as conn:
+            rows = [tuple(r) for r in conn.execute(query)]
+        frame = pd.DataFrame(rows, columns=columns)
+        for column in frame.columns:
+            if column.endswith("_at"):
+                frame[column] = pd.to_datetime(frame[column], utc=True)
+        return frame
+
+
+def _filtered(
+    query: sa.Select[Any],
+    table: type[Prediction] | type[Feedback],
+    since: datetime | None,
+    until: datetime | None,
+    model_versions: Sequence[str] | None,
+) -> sa.Select[Any]:
+    if since is not None:
+        query = query.where(table.created_at >= since)
+    if until is not None:
+        query = query.where(table.created_at < until)
+    if model_versions and table is Prediction:
+        query = query.where(Prediction.model_version.in_(list(model_versions)))
+    return query
+
+
+def _as_dict(row: Base) -> dict[str, Any]:
+    return {c.name: getattr(row, c.name) for c in row.__table__.columns}
+
+
+def _record(row: Prediction) -> PredictionRecord:
+    values = _as_dict(row)
+    if values["created_at"].tzinfo is None:  # SQLite drops the zone; every value is UTC
+        values["created_at"] = values["created_at"].replace(tzinfo=UTC)
+    return PredictionRecord(**values)
+
+
+class ImageArchive:
+    """Scored images by content hash (``<root>/<sha[:2]>/<sha>.png``), for the feedback loop.
+
+    The decoded pixels are stored as lossless PNG: EXIF and any other metadata of the upload is
+    gone, while every pixel (compression traces included) is what the model scored. Writes are
+    atomic (temporary file + rename), so a concurrent reader never sees half a file, and two
+    uploads of the same image write the same name.
+
+    Args:
+        root: Folder of the archive (created on first write).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, sha256: str) -> Path:
+        """Where the image with this content hash lives (whether or not it exists)."""
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        return self.root / sha256[:2] / f"{sha256}.png"
+
+    def put(self, sha256: str, image: Image.Image) -> Path:
+        """Store ``image`` under its upload's hash unless it is already there."""
+        target = self.path(sha256)
+        if target.exists():
+            os.utime(target)  # restart its retention clock
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                image.save(handle, format="PNG")
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+    def exists(self, sha256: str) -> bool:
+        """Whether the image with this hash is archived."""
+        return self.path(sha256).is_file()
+
+    def purge(self, older_than: timedelta, keep: set[str]) -> int:
+        """Delete images not touched for ``older_than`` whose hash is not in ``keep``.
+
+        Returns:
+            The number of files deleted.
+        """
+        if not self.root.is_dir():
+            return 0
+        cutoff = time.time() - older_than.total_seconds()
+        removed = 0
+        for path in self.root.glob("*/*.png"):
+            if path.stem in keep:
+                continue
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:  # purged concurrently
+                continue
+        if removed:
+            log.info("purged %d archived images older than %s without feedback", removed, older_than)
+        return removed

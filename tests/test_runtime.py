@@ -1,0 +1,67 @@
+"""Following the registry's champion: swap on demand and by polling, never on a bad alias."""
+
+import time
+
+import mlflow
+import pytest
+import torch
+
+from deepfakenet import registry
+from deepfakenet.errors import RegistryError
+from deepfakenet.models import DeepfakeNet
+from deepfakenet.runtime import ChampionWatcher, LoadedModel, ModelHolder
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def two_versions(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = registry.use(registry.RegistryConfig(uri, str(tmp_path / "artifacts")))
+    mlflow.set_experiment("runtime-test")
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        with mlflow.start_run():
+            registry.log_and_register(DeepfakeNet(crop_size=32), "deepfakenet")
+    registry.set_alias(client, "deepfakenet", registry.CHAMPION, 1)
+    net, version = registry.load_net("deepfakenet", registry.CHAMPION)
+    holder = ModelHolder(LoadedModel.wrap(net, registry.version_labels(version, "champion"), "v1"))
+    return uri, client, holder
+
+
+def test_check_swaps_when_the_alias_moves(two_versions):
+    uri, client, holder = two_versions
+    watcher = ChampionWatcher(holder, uri, "deepfakenet")
+    first = holder.current
+    assert watcher.check() is False and holder.current is first
+
+    registry.set_alias(client, "deepfakenet", registry.CHAMPION, 2)
+    assert watcher.check() is True
+    assert holder.current.version == "2" and holder.current.labels["alias"] == "champion"
+    x = torch.randn(1, 3, 32, 32)
+    assert not torch.allclose(first.net(x), holder.current.net(x)), "new weights are served"
+    # The explain copy is a separate module with the same weights.
+    assert holder.current.explain_net is not holder.current.net
+    torch.testing.assert_close(holder.current.explain_net(x), holder.current.net(x))
+
+
+def test_missing_alias_keeps_the_current_model(two_versions):
+    uri, _, holder = two_versions
+    watcher = ChampionWatcher(holder, uri, "deepfakenet", alias="no-such-alias")
+    with pytest.raises(RegistryError):
+        watcher.check()
+    assert holder.current.version == "1"
+
+
+def test_polling_thread_follows_the_alias(two_versions):
+    uri, client, holder = two_versions
+    watcher = ChampionWatcher(holder, uri, "deepfakenet", interval_s=0.2)
+    watcher.start()
+    try:
+        registry.set_alias(client, "deepfakenet", registry.CHAMPION, 2)
+        deadline = time.monotonic() + 20
+        while holder.current.version != "2" and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        watcher.stop()
+    assert holder.current.version == "2"
