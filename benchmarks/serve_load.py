@@ -119,17 +119,36 @@ def start_server(workdir: Path, tracking_uri: str, ref: str) -> tuple[subprocess
         "DEEPFAKENET_HOME": str(workdir / "var"),
     }
     subprocess.run(
-        [sys.executable, "serving/import_model.py", f"registry.tracking_uri={tracking_uri}",
-         f"model_ref={ref}", f"hydra.run.dir={workdir / 'hydra'}"],
-        cwd=ROOT, env=env, check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "serving/import_model.py",
+            f"registry.tracking_uri={tracking_uri}",
+            f"model_ref={ref}",
+            f"hydra.run.dir={workdir / 'hydra'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     port = free_port()
     log = (workdir / "server.log").open("wb")
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "bentoml"), "serve", "serving.service:DeepfakeDetector",
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        [
+            str(Path(sys.executable).parent / "bentoml"),
+            "serve",
+            "serving.service:DeepfakeDetector",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -175,8 +194,9 @@ def sequential(url: str, route: str, images: list[bytes], n: int) -> list[float]
     with httpx.Client(base_url=url, timeout=120) as client:
         for i in range(n):
             start = time.perf_counter()
-            client.post(route, files={"image": ("x.jpg", images[i % len(images)], "image/jpeg")}
-                        ).raise_for_status()  # fmt: skip
+            client.post(
+                route, files={"image": ("x.jpg", images[i % len(images)], "image/jpeg")}
+            ).raise_for_status()
             out.append(time.perf_counter() - start)
     return out
 

@@ -1,0 +1,1 @@
+"""The HTTP service (BentoML) and its model import step."""

@@ -166,11 +166,7 @@ class UploadGuard:
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or scope["path"] not in self.routes
-        ):
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.routes:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
@@ -227,7 +223,9 @@ class UploadGuard:
                 if not isinstance(images[0], UploadFile):
                     return "form field 'image' must be a file upload, not a text value"
                 for name, value in form.multi_items():
-                    if name != "image" and (isinstance(value, UploadFile) or name not in text_fields):
+                    if name != "image" and (
+                        isinstance(value, UploadFile) or name not in text_fields
+                    ):
                         return f"unexpected form field {name!r}"
         except (MultiPartException, ValueError) as err:
             return f"malformed multipart body: {err}"
@@ -314,8 +312,9 @@ class DeepfakeDetector:
         for shape, indices in groups.items():
             batch = torch.stack(
                 [
-                    torch.frombuffer(bytearray(base64.b64decode(items[i].tensor)),
-                                     dtype=torch.float32).view(shape)  # fmt: skip
+                    torch.frombuffer(
+                        bytearray(base64.b64decode(items[i].tensor)), dtype=torch.float32
+                    ).view(shape)
                     for i in indices
                 ]
             )
@@ -416,8 +415,12 @@ class DeepfakeDetector:
         sha = hashlib.sha256(data).hexdigest()
         self.archive.put(sha, decoded.image)
         tensor = preprocess([decoded.image], model.net.crop_size)[0]
-        meta = {"sha256": sha, "width": decoded.width, "height": decoded.height,
-                "format": decoded.format}  # fmt: skip
+        meta = {
+            "sha256": sha,
+            "width": decoded.width,
+            "height": decoded.height,
+            "format": decoded.format,
+        }
         return tensor, meta
 
     def _record(self, endpoint: str, meta: dict, result: ScoreResult, vector: np.ndarray) -> str:
@@ -434,7 +437,9 @@ class DeepfakeDetector:
             **meta,
         )
         self.store.add_predictions([record])
-        self.feature_writer.add([FeatureRow(record.id, record.model_version, record.created_at, vector)])
+        self.feature_writer.add(
+            [FeatureRow(record.id, record.model_version, record.created_at, vector)]
+        )
         return record.id
 
     async def _score(self, image: Path, endpoint: str) -> tuple[str, ScoreResult]:

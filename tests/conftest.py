@@ -163,8 +163,9 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
         args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     if out.returncode != 0:
-        pytest.fail(f"{' '.join(args)} exited {out.returncode}:\n{out.stdout[-3000:]}\n"
-                    f"{out.stderr[-3000:]}")  # fmt: skip
+        pytest.fail(
+            f"{' '.join(args)} exited {out.returncode}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+        )
     return out.stdout
 
 
@@ -205,6 +206,7 @@ def start_service(
 ) -> RunningService:
     """Start the service from the repo root and wait until ``/readyz`` answers."""
     home = workdir / "var"
+    workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {
         **os.environ,
@@ -233,9 +235,13 @@ def start_service(
             start_new_session=True,
         )
     service = RunningService(
-        f"http://127.0.0.1:{port}", home, f"sqlite:///{home / 'store.db'}", bentoml_home,
-        log_file, process,
-    )  # fmt: skip
+        f"http://127.0.0.1:{port}",
+        home,
+        f"sqlite:///{home / 'store.db'}",
+        bentoml_home,
+        log_file,
+        process,
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -277,3 +283,78 @@ def service(
     )
     yield running
     stop_service(running)
+
+
+#: Fakes with glaring traces, so that a minute of CPU training gives a clearly competent model.
+COMPETENT_STRENGTH = 30.0
+
+
+@dataclass
+class CompetentProject:
+    """A git + DVC project with a model that learned the task (v1, champion, in BentoML)."""
+
+    root: Path
+    tracking_uri: str
+    bentoml_home: Path
+    run_id: str
+
+
+@pytest.fixture(scope="session")
+def competent_project(tmp_path_factory: pytest.TempPathFactory) -> CompetentProject:
+    """Generate easy 32-40 px data, version it with DVC inside git, train and register v1.
+
+    Shared by the Grad-CAM sanity check (read only) and the retraining loop (which promotes and
+    rolls back, ending with v1 as champion again).
+    """
+    from deepfakenet.pipeline import train
+
+    root = tmp_path_factory.mktemp("project")
+    generate_dataset(
+        root / "data",
+        n_real=200,
+        n_fake=200,
+        min_size=32,
+        max_size=40,
+        seed=11,
+        artifact_strength=COMPETENT_STRENGTH,
+        progress=False,
+    )
+    dvc = [sys.executable, "-m", "dvc"]
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "config", "user.email", "ci@example.invalid"],
+        ["git", "config", "user.name", "CI"],
+        [*dvc, "init", "-q"],
+        [*dvc, "remote", "add", "-d", "local", str(root.parent / f"{root.name}-remote")],
+        [*dvc, "add", "data"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "data v1"],
+    ):
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+
+    cfg = compose_config(
+        "train.yaml",
+        [
+            "trainer=fast",
+            "trainer.max_epochs=6",
+            "trainer.limit_train_batches=1.0",
+            "trainer.limit_val_batches=1.0",
+            "data.augment.jpeg_p=0",
+            "data.augment.blur_p=0",
+        ],
+    )
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(root)
+        cfg.paths.data_dir = str(root / "data")
+        cfg.paths.dvc_file = str(root / "data.dvc")
+        cfg.paths.output_dir = str(root / "output")
+        cfg.registry.tracking_uri = f"sqlite:///{root}/mlflow.db"
+        cfg.registry.artifact_location = str(root / "mlartifacts")
+        cfg.data.crop_size, cfg.data.batch_size, cfg.data.num_workers = 32, 16, 0
+        cfg.data.val_fraction = cfg.data.test_fraction = 0.25
+        cfg.callbacks.early_stopping.patience = 10
+    _, objects = train(cfg)
+    GlobalHydra.instance().clear()
+    registered = TrainedRegistry(root, cfg.registry.tracking_uri, objects["run_id"], 32)
+    import_to_bentoml(registered, root / "bentoml")
+    return CompetentProject(root, cfg.registry.tracking_uri, root / "bentoml", objects["run_id"])

@@ -53,8 +53,11 @@ def test_filters_by_day_and_version(tmp_path):
 def test_empty_store_and_bad_vectors(tmp_path):
     empty = read_features(tmp_path / "nothing")
     assert empty.empty and list(empty.columns) == [
-        "prediction_id", "model_version", "created_at", "features"
-    ]  # fmt: skip
+        "prediction_id",
+        "model_version",
+        "created_at",
+        "features",
+    ]
     assert feature_matrix(empty).shape == (0, FEATURE_DIM)
     with pytest.raises(ValueError, match="512"):
         write_features(tmp_path, [FeatureRow("x", "1", DAY1, np.zeros(10))])

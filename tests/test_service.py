@@ -113,8 +113,10 @@ def test_every_prediction_leaves_a_record_features_and_an_archived_image(http, s
     exif = Image.Exif()
     exif[0x010F] = "SecretCam"  # camera make: must not survive into the archive
     data = encode(image, "JPEG", exif=exif)
-    ids = [post_image(http, route, data).json()["prediction_id"] for route in
-           ("/predict", "/explain", "/features")]  # fmt: skip
+    ids = [
+        post_image(http, route, data).json()["prediction_id"]
+        for route in ("/predict", "/explain", "/features")
+    ]
     records = [store.get_prediction(i) for i in ids]
     assert [r.endpoint for r in records] == ["predict", "explain", "features"]
     assert len({r.sha256 for r in records}) == 1
@@ -132,12 +134,15 @@ def test_every_prediction_leaves_a_record_features_and_an_archived_image(http, s
     rows = frame.set_index("prediction_id").loc[ids]
     assert (rows["model_version"] == "1").all()
     assert feature_matrix(rows.reset_index()).shape == (3, 512)
-    assert sorted(p.parent.name[:5] for p in (service.home / "features").glob("*/*.parquet"))[
-        0
-    ] == "date="
+    assert (
+        sorted(p.parent.name[:5] for p in (service.home / "features").glob("*/*.parquet"))[0]
+        == "date="
+    )
     # Nothing identifying is stored: the schema has no place for a name, an address or EXIF.
-    columns = set(sa.inspect(store.engine).get_columns("predictions")[i]["name"] for i in
-                  range(len(sa.inspect(store.engine).get_columns("predictions"))))  # fmt: skip
+    columns = set(
+        sa.inspect(store.engine).get_columns("predictions")[i]["name"]
+        for i in range(len(sa.inspect(store.engine).get_columns("predictions")))
+    )
     assert not columns & {"filename", "file_name", "client_ip", "ip", "exif", "user_agent"}
 
 
@@ -169,9 +174,10 @@ def test_exif_orientation_and_animation(http, store):
     buf = io.BytesIO()
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
     response = post_image(http, "/predict", buf.getvalue())
-    assert response.status_code == 200 and store.get_prediction(
-        response.json()["prediction_id"]
-    ).format == "GIF"
+    assert (
+        response.status_code == 200
+        and store.get_prediction(response.json()["prediction_id"]).format == "GIF"
+    )
 
 
 def _bomb() -> bytes:
@@ -181,10 +187,24 @@ def _bomb() -> bytes:
 @pytest.mark.parametrize(
     ("route", "files", "status", "reason"),
     [
-        ("/predict", {"image": ("a.txt", b"hello, not an image", "text/plain")}, 400, "not an image"),
-        ("/predict", {"image": ("a.png", encode(PHOTO)[:80], "image/png")}, 400, "truncated|corrupt"),
-        ("/explain", {"image": ("a.jpg", encode(PHOTO, "JPEG")[:300], "image/jpeg")}, 400,
-         "truncated|corrupt"),
+        (
+            "/predict",
+            {"image": ("a.txt", b"hello, not an image", "text/plain")},
+            400,
+            "not an image",
+        ),
+        (
+            "/predict",
+            {"image": ("a.png", encode(PHOTO)[:80], "image/png")},
+            400,
+            "truncated|corrupt",
+        ),
+        (
+            "/explain",
+            {"image": ("a.jpg", encode(PHOTO, "JPEG")[:300], "image/jpeg")},
+            400,
+            "truncated|corrupt",
+        ),
         ("/predict", {"image": ("a.png", b"", "image/png")}, 400, "empty"),
         ("/features", {"image": ("a.png", _bomb(), "image/png")}, 413, "pixels"),
         ("/predict", {"other": ("a.png", encode(PHOTO), "image/png")}, 400, "field 'image'"),
@@ -225,8 +245,10 @@ def test_feedback_errors(http, service):
 
 
 def test_concurrent_clients_lose_no_record_and_share_batches(service, store):
-    images = [encode(Image.fromarray(RNG.integers(0, 255, (48, 48, 3), dtype=np.uint8)))
-              for _ in range(48)]  # fmt: skip
+    images = [
+        encode(Image.fromarray(RNG.integers(0, 255, (48, 48, 3), dtype=np.uint8)))
+        for _ in range(48)
+    ]
 
     def score_and_correct(data: bytes) -> tuple[str, str]:
         with httpx.Client(base_url=service.url, timeout=120) as client:
@@ -250,9 +272,12 @@ def test_concurrent_clients_lose_no_record_and_share_batches(service, store):
 
     # Adaptive batching merged concurrent requests: some batch held more than one image.
     metrics = httpx.get(f"{service.url}/metrics").text
-    sizes = [line for line in metrics.splitlines()
-             if line.startswith("bentoml_service_adaptive_batch_size_bucket")
-             and 'method_name="infer"' in line]  # fmt: skip
+    sizes = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("bentoml_service_adaptive_batch_size_bucket")
+        and 'method_name="infer"' in line
+    ]
     assert sizes, metrics[:2000]
     single = next(float(x.rsplit(" ", 1)[1]) for x in sizes if 'le="1.0"' in x)
     total = next(float(x.rsplit(" ", 1)[1]) for x in sizes if 'le="+Inf"' in x)
@@ -287,6 +312,9 @@ def test_image_field_must_carry_a_file(http, service):
         files=[("image", ("a.png", encode(PHOTO), "image/png"))] * 2,
     )
     assert two.status_code == 400 and "exactly one file" in error_of(two)
-    extra = http.post("/explain", files={"image": ("a.png", encode(PHOTO), "image/png")},
-                      data={"target": "fake", "debug": "1"})  # fmt: skip
+    extra = http.post(
+        "/explain",
+        files={"image": ("a.png", encode(PHOTO), "image/png")},
+        data={"target": "fake", "debug": "1"},
+    )
     assert extra.status_code == 400 and "debug" in error_of(extra)

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from PIL import Image
 
 from deepfakenet.errors import InvalidFeedbackError, NotFoundError
@@ -26,10 +27,19 @@ def store(request, tmp_path):
 
 def record(**overrides) -> PredictionRecord:
     values = dict(
-        id=new_id(), created_at=utcnow(), endpoint="predict", model_name="deepfakenet",
-        model_version="1", prob_fake=0.8, label="fake", threshold=0.5, sha256="ab" * 32,
-        width=64, height=48, format="PNG",
-    )  # fmt: skip
+        id=new_id(),
+        created_at=utcnow(),
+        endpoint="predict",
+        model_name="deepfakenet",
+        model_version="1",
+        prob_fake=0.8,
+        label="fake",
+        threshold=0.5,
+        sha256="ab" * 32,
+        width=64,
+        height=48,
+        format="PNG",
+    )
     values.update(overrides)
     return PredictionRecord(**values)
 
@@ -92,14 +102,15 @@ def test_concurrent_writers_lose_nothing(store):
     assert len(store.predictions_frame()) == 120
     frame = store.feedback_frame()
     assert set(frame["feedback_id"]) == set(ids)
-    assert (frame["comment"].str.removeprefix("comment ").astype(int).sort_values() ==
-            np.arange(120)).all()  # fmt: skip
+    assert (
+        frame["comment"].str.removeprefix("comment ").astype(int).sort_values() == np.arange(120)
+    ).all()
 
 
 def test_a_failed_batch_writes_nothing(store):
     rec = record()
     store.add_predictions([rec])
-    with pytest.raises(Exception):  # duplicate primary key inside the batch
+    with pytest.raises(sa.exc.IntegrityError):  # duplicate primary key inside the batch
         store.add_predictions([record(), record(id=rec.id)])
     assert len(store.predictions_frame()) == 1
 

@@ -86,9 +86,7 @@ def grad_cam(
             with torch.no_grad():
                 target = net(inputs).argmax(dim=1)
         targets = torch.as_tensor(target).expand(inputs.shape[0]).clone()
-        attr = LayerGradCam(net, module).attribute(
-            inputs, target=targets, relu_attributions=True
-        )
+        attr = LayerGradCam(net, module).attribute(inputs, target=targets, relu_attributions=True)
     attr = attr.detach()
     cams = _normalise(attr[:, 0])
     up = LayerAttribution.interpolate(attr, tuple(inputs.shape[-2:]), interpolate_mode="bilinear")

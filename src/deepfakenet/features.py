@@ -64,8 +64,9 @@ def write_features(root: str | Path, rows: Sequence[FeatureRow]) -> list[Path]:
     by_day: dict[date, list[FeatureRow]] = {}
     for row in rows:
         if np.shape(row.features) != (FEATURE_DIM,):
-            raise ValueError(f"feature vectors must have {FEATURE_DIM} values, got "
-                             f"{np.shape(row.features)}")  # fmt: skip
+            raise ValueError(
+                f"feature vectors must have {FEATURE_DIM} values, got {np.shape(row.features)}"
+            )
         by_day.setdefault(row.created_at.date(), []).append(row)
     written = []
     for day, day_rows in sorted(by_day.items()):
@@ -181,8 +182,9 @@ class FeatureWriter:
             except Exception:
                 with self._lock:  # keep them for the next try rather than lose them
                     self._rows[:0] = rows
-                log.exception("writing %d feature rows to %s failed; will retry", len(rows),
-                              self.root)  # fmt: skip
+                log.exception(
+                    "writing %d feature rows to %s failed; will retry", len(rows), self.root
+                )
                 return 0
             log.debug("wrote %d feature rows to %s", len(rows), self.root)
             return len(rows)

@@ -13,6 +13,7 @@ from pathlib import Path
 import mlflow
 import mlflow.pytorch
 import numpy as np
+import pandas as pd
 import torch
 import torchvision
 from mlflow import MlflowClient
@@ -117,6 +118,43 @@ def promote_if_no_champion(client: MlflowClient, model_name: str, version: str |
     return True
 
 
+def promote(client: MlflowClient, model_name: str, version: str | int) -> str | None:
+    """Make ``version`` the champion; the replaced champion keeps the ``previous`` alias.
+
+    The ``previous`` alias is moved first, so a crash between the two writes leaves the champion
+    untouched. Returns the version that was champion before (None for the first champion).
+    """
+    old = version_for_alias(client, model_name, CHAMPION)
+    if old is not None and str(old.version) == str(version):
+        return str(old.version)
+    if old is not None:
+        set_alias(client, model_name, PREVIOUS, old.version)
+    set_alias(client, model_name, CHAMPION, version)
+    return str(old.version) if old is not None else None
+
+
+def rollback(client: MlflowClient, model_name: str) -> tuple[str, str]:
+    """Swap ``champion`` and ``previous``: the previous champion serves again.
+
+    Returns:
+        ``(new_champion, new_previous)`` versions.
+
+    Raises:
+        RegistryError: There is no ``previous`` (or no ``champion``) to swap.
+    """
+    champion = version_for_alias(client, model_name, CHAMPION)
+    previous = version_for_alias(client, model_name, PREVIOUS)
+    if champion is None or previous is None:
+        raise RegistryError(
+            f"rollback needs both {model_name}@{CHAMPION} and {model_name}@{PREVIOUS}; "
+            f"found champion={champion and champion.version}, "
+            f"previous={previous and previous.version}"
+        )
+    set_alias(client, model_name, CHAMPION, previous.version)
+    set_alias(client, model_name, PREVIOUS, champion.version)
+    return str(previous.version), str(champion.version)
+
+
 def latest_version(client: MlflowClient, model_name: str) -> ModelVersion | None:
     """The highest-numbered version of ``model_name`` (None when nothing is registered)."""
     versions = client.search_model_versions(f"name = '{model_name}'")
@@ -174,3 +212,76 @@ def version_labels(version: ModelVersion, alias: str | None = None) -> dict[str,
         "data_version": (version.tags or {}).get("data_version", "unknown"),
         "alias": alias or "",
     }
+
+
+#: Run tags of the retraining job (written by ``retrain``, read by the admin dashboard).
+RETRAIN_TAG = "deepfakenet.retrain"
+DECISION_TAG = "deepfakenet.retrain.decision"
+
+
+def versions_frame(client: MlflowClient, model_name: str) -> pd.DataFrame:
+    """Every registered version with its aliases, run, data version and creation time.
+
+    Columns: ``version`` (int), ``aliases`` (comma-separated), ``run_id``, ``data_version``,
+    ``created_at`` (UTC), ``status``; newest first. Empty when nothing is registered.
+    """
+    columns = ["version", "aliases", "run_id", "data_version", "created_at", "status"]
+    try:
+        versions = client.search_model_versions(f"name = '{model_name}'")
+        aliases = client.get_registered_model(model_name).aliases or {}
+    except MlflowException:
+        return pd.DataFrame(columns=columns)
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    rows = [
+        {
+            "version": int(v.version),
+            "aliases": ",".join(sorted(by_version.get(str(v.version), []))),
+            "run_id": v.run_id,
+            "data_version": (v.tags or {}).get("data_version", "unknown"),
+            "created_at": pd.to_datetime(v.creation_timestamp, unit="ms", utc=True),
+            "status": v.status,
+        }
+        for v in versions
+    ]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values("version", ascending=False).reset_index(drop=True)
+
+
+def retrain_runs_frame(client: MlflowClient, experiment_name: str) -> pd.DataFrame:
+    """The retraining job's runs (newest first): decision, versions compared, key metrics.
+
+    Columns: ``run_id``, ``started_at`` (UTC), ``status``, ``decision``, and every
+    ``retrain/*`` metric and ``deepfakenet.retrain.*`` tag of the run (prefix stripped).
+    """
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return pd.DataFrame(columns=["run_id", "started_at", "status", "decision"])
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{RETRAIN_TAG}` = 'true'",
+        order_by=["attributes.start_time DESC"],
+    )
+    rows = []
+    for run in runs:
+        row: dict[str, object] = {
+            "run_id": run.info.run_id,
+            "started_at": pd.to_datetime(run.info.start_time, unit="ms", utc=True),
+            "status": run.info.status,
+            "decision": run.data.tags.get(DECISION_TAG, ""),
+        }
+        row.update(
+            {
+                k.removeprefix(f"{RETRAIN_TAG}."): v
+                for k, v in run.data.tags.items()
+                if k.startswith(f"{RETRAIN_TAG}.") and k != DECISION_TAG
+            }
+        )
+        row.update({k: v for k, v in run.data.metrics.items() if k.startswith("retrain/")})
+        rows.append(row)
+    return (
+        pd.DataFrame(rows)
+        if rows
+        else pd.DataFrame(columns=["run_id", "started_at", "status", "decision"])
+    )

@@ -14,8 +14,6 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from mlflow import MlflowClient
-
 from deepfakenet import registry
 from deepfakenet.models.net import DeepfakeNet
 from deepfakenet.store import utcnow
@@ -83,8 +81,12 @@ class ModelHolder:
         """Serve ``model`` from now on; return the one it replaced."""
         with self._lock:
             old, self._model = self._model, model
-        log.info("now serving %s version %s (was %s)", model.labels.get("model_name"),
-                 model.version, old.version)  # fmt: skip
+        log.info(
+            "now serving %s version %s (was %s)",
+            model.labels.get("model_name"),
+            model.version,
+            old.version,
+        )
         return old
 
 
@@ -127,8 +129,13 @@ class ChampionWatcher:
             if str(version.version) == self.holder.current.version:
                 return False
             uri = registry.model_uri(self.model_name, version.version)
-            log.info("%s@%s moved to version %s: loading %s", self.model_name, self.alias,
-                     version.version, uri)  # fmt: skip
+            log.info(
+                "%s@%s moved to version %s: loading %s",
+                self.model_name,
+                self.alias,
+                version.version,
+                uri,
+            )
             net, _ = registry.load_net(self.model_name, version.version)
             labels = registry.version_labels(version, alias=self.alias)
             self.holder.swap(LoadedModel.wrap(net, labels, source=uri))

@@ -9,9 +9,10 @@ defaults (``conf/store/default.yaml``), so the retraining job finds the service'
 
 from __future__ import annotations
 
+import hmac
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Environment variable prefix of every setting, e.g. ``DEEPFAKENET_STORE_URL``.
@@ -73,3 +74,57 @@ class ServiceSettings(BaseSettings):
         if self.image_dir is None:
             object.__setattr__(self, "image_dir", home / "images")
         return self
+
+
+#: Where ``make serve`` listens; the detector page's default service URL.
+DEFAULT_SERVICE_URL = "http://127.0.0.1:3000"
+
+
+class DashboardSettings(BaseSettings):
+    """How the Streamlit pages reach the service, the registry, and who may see the admin page.
+
+    The stores themselves are *not* configured here: the admin page reads them through
+    :class:`ServiceSettings`, i.e. the same ``DEEPFAKENET_HOME`` / ``DEEPFAKENET_STORE_URL`` /
+    ``DEEPFAKENET_FEATURE_DIR`` / ``DEEPFAKENET_IMAGE_DIR`` variables as the service, so the two
+    can never disagree about where the records are.
+
+    Attributes:
+        service_url: Base URL of the BentoML service the detector page calls.
+        service_timeout_s: Longest wait for one service call (Grad-CAM on a CPU takes seconds).
+        admin_password: Password of the admin page. None (or empty) keeps the page closed: an
+            unconfigured dashboard must not publish the feedback of every user.
+        mlflow_tracking_uri: MLflow tracking + registry URI the admin page reads. Read from
+            ``DEEPFAKENET_MLFLOW_TRACKING_URI``, else ``MLFLOW_TRACKING_URI``, else the local
+            ``sqlite:///mlflow.db`` that ``make train`` writes (``conf/registry``).
+        experiment_name: MLflow experiment of the training and retraining runs.
+        model_name: Registered model name.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    service_url: str = DEFAULT_SERVICE_URL
+    service_timeout_s: float = Field(default=120.0, gt=0)
+    admin_password: SecretStr | None = None
+    mlflow_tracking_uri: str = Field(
+        default="sqlite:///mlflow.db",
+        validation_alias=AliasChoices(f"{ENV_PREFIX}MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+    )
+    experiment_name: str = "deepfakenet"
+    model_name: str = "deepfakenet"
+
+    @property
+    def admin_enabled(self) -> bool:
+        """Whether an admin password is configured at all."""
+        return bool(self.admin_password and self.admin_password.get_secret_value())
+
+    def admin_password_matches(self, given: str) -> bool:
+        """Check a password in constant time; always False when none is configured.
+
+        ``hmac.compare_digest`` takes as long for a wrong first character as for a wrong last
+        one, so response times do not leak the password. Bytes are compared so that a
+        non-ASCII password works (``compare_digest`` refuses non-ASCII ``str``).
+        """
+        if not self.admin_enabled or self.admin_password is None:
+            return False
+        expected = self.admin_password.get_secret_value().encode("utf-8")
+        return hmac.compare_digest(given.encode("utf-8"), expected)

@@ -28,7 +28,7 @@ import pandas as pd
 import sqlalchemy as sa
 from PIL import Image
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from deepfakenet.errors import InvalidFeedbackError, NotFoundError
 from deepfakenet.models.net import LABELS
@@ -266,10 +266,23 @@ class Store:
         if unused_only:
             query = query.where(Feedback.used_at.is_(None))
         columns = [
-            "feedback_id", "prediction_id", "created_at", "human_label", "comment", "used_at",
-            "used_by", "predicted_at", "model_version", "prob_fake", "model_label", "threshold",
-            "sha256", "width", "height", "format",
-        ]  # fmt: skip
+            "feedback_id",
+            "prediction_id",
+            "created_at",
+            "human_label",
+            "comment",
+            "used_at",
+            "used_by",
+            "predicted_at",
+            "model_version",
+            "prob_fake",
+            "model_label",
+            "threshold",
+            "sha256",
+            "width",
+            "height",
+            "format",
+        ]
         return self._frame(query, columns)
 
     def shas_with_feedback(self) -> set[str]:
@@ -382,5 +395,7 @@ class ImageArchive:
             except FileNotFoundError:  # purged concurrently
                 continue
         if removed:
-            log.info("purged %d archived images older than %s without feedback", removed, older_than)
+            log.info(
+                "purged %d archived images older than %s without feedback", removed, older_than
+            )
         return removed

@@ -1,0 +1,365 @@
+"""What the admin dashboard computes from the store's frames: pure functions, no IO.
+
+Inputs are the frames of :meth:`deepfakenet.store.Store.predictions_frame` and
+:meth:`deepfakenet.store.Store.feedback_frame` (and :func:`deepfakenet.features.read_features`);
+outputs are small frames ready to chart. Keeping this apart from Streamlit makes every number on
+the page testable without a browser, and lets a notebook or a report reuse it.
+
+One verdict per image. A prediction can receive several feedback rows (a person corrects their
+own click, or answers twice). Every human-vs-model figure here (agreement, confusion matrix,
+error rates, calibration) uses :func:`latest_verdicts`: the most recent feedback per prediction,
+so a double click does not count twice and a correction supersedes what it corrects. Activity
+over time counts every feedback row, because it measures traffic, not truth.
+
+Selection bias. People mostly send feedback when they doubt a verdict, so error rates and
+calibration measured on feedback overstate the errors of the whole traffic. The page says so;
+the numbers are still the right ones to watch for *change*.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from deepfakenet.models.net import LABELS
+
+log = logging.getLogger(__name__)
+
+#: Edges of the confidence buckets: the probability the model gave to its own verdict. A
+#: verdict can have confidence below 0.5 when the decision threshold is not 0.5.
+CONFIDENCE_EDGES: tuple[float, ...] = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+#: Edges of the image-size buckets, on the shorter side in pixels: below a typical crop (64),
+#: below ImageNet size (224), then larger photographs.
+SIZE_EDGES: tuple[float, ...] = (0, 64, 224, 512, 1024, math.inf)
+#: Label of images that received no feedback, in projections coloured by the human label.
+NO_FEEDBACK = "no feedback"
+
+ErrorDimension = Literal["confidence", "format", "size", "model_version"]
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How often people confirmed the model's verdict.
+
+    Attributes:
+        judged: Predictions with at least one human verdict.
+        agreed: Of those, how many the latest verdict confirmed.
+        rate: ``agreed / judged``; None when nothing was judged (not 0, which would be a claim).
+    """
+
+    judged: int
+    agreed: int
+
+    @property
+    def rate(self) -> float | None:
+        """The agreement rate in ``[0, 1]``, or None without any verdict."""
+        return self.agreed / self.judged if self.judged else None
+
+    @property
+    def disagreed(self) -> int:
+        """Predictions people corrected."""
+        return self.judged - self.agreed
+
+
+def filter_versions(frame: pd.DataFrame, model_versions: Sequence[str] | None) -> pd.DataFrame:
+    """Rows scored by one of ``model_versions``; all rows when it is empty or None."""
+    if not model_versions:
+        return frame
+    return frame[frame["model_version"].astype(str).isin([str(v) for v in model_versions])]
+
+
+def latest_verdicts(feedback: pd.DataFrame) -> pd.DataFrame:
+    """One row per prediction: its most recent feedback (see the module docstring).
+
+    Args:
+        feedback: A feedback frame (columns of ``Store.feedback_frame``).
+
+    Returns:
+        The same columns, one row per ``prediction_id``, ordered by feedback time.
+    """
+    if feedback.empty:
+        return feedback.copy()
+    ordered = feedback.sort_values("created_at", kind="stable")
+    return ordered.drop_duplicates("prediction_id", keep="last").reset_index(drop=True)
+
+
+def agreement(feedback: pd.DataFrame) -> Agreement:
+    """Agreement of the model with people over the latest verdict of each prediction."""
+    verdicts = latest_verdicts(feedback)
+    agreed = int((verdicts["human_label"] == verdicts["model_label"]).sum()) if len(verdicts) else 0
+    return Agreement(judged=len(verdicts), agreed=agreed)
+
+
+def confusion_matrix(feedback: pd.DataFrame) -> pd.DataFrame:
+    """Counts of model label (rows) against human label (columns), both in :data:`LABELS` order.
+
+    Every cell is present, also when zero, so the matrix always has the same shape. Rows are
+    named ``model label``, columns ``human label``.
+    """
+    verdicts = latest_verdicts(feedback)
+    matrix = pd.crosstab(
+        pd.Categorical(verdicts["model_label"], categories=LABELS),
+        pd.Categorical(verdicts["human_label"], categories=LABELS),
+        dropna=False,
+    )
+    matrix = matrix.reindex(index=list(LABELS), columns=list(LABELS), fill_value=0).astype(int)
+    matrix.index.name, matrix.columns.name = "model label", "human label"
+    return matrix
+
+
+def activity(predictions: pd.DataFrame, feedback: pd.DataFrame, freq: str = "D") -> pd.DataFrame:
+    """Predictions and feedback per period, in long form for a chart.
+
+    Args:
+        predictions: A predictions frame (``created_at`` in UTC).
+        feedback: A feedback frame (``created_at`` of the feedback, in UTC).
+        freq: A pandas period alias: ``"D"`` per day, ``"h"`` per hour.
+
+    Returns:
+        Columns ``period`` (UTC timestamp of the period's start), ``kind`` (``predictions`` or
+        ``feedback``), ``count``; periods without records are filled with 0 between the first
+        and the last record, so a line chart shows gaps as zeros rather than interpolating.
+    """
+    parts = []
+    for kind, frame in (("predictions", predictions), ("feedback", feedback)):
+        if frame.empty:
+            continue
+        periods = frame["created_at"].dt.floor(freq)
+        parts.append(periods.value_counts().rename_axis("period").rename(kind))
+    if not parts:
+        return pd.DataFrame(
+            {
+                "period": pd.Series(dtype="datetime64[ns, UTC]"),
+                "kind": pd.Series(dtype=str),
+                "count": pd.Series(dtype=int),
+            }
+        )
+    wide = pd.concat(parts, axis=1).sort_index()
+    full = pd.date_range(wide.index.min(), wide.index.max(), freq=freq)
+    wide = wide.reindex(full, fill_value=0).fillna(0).astype(int)
+    for kind in ("predictions", "feedback"):
+        if kind not in wide:
+            wide[kind] = 0
+    return (
+        wide.rename_axis("period")
+        .reset_index()
+        .melt(
+            id_vars="period",
+            value_vars=["predictions", "feedback"],
+            var_name="kind",
+            value_name="count",
+        )
+    )
+
+
+def verdict_confidence(frame: pd.DataFrame) -> pd.Series:
+    """The probability the model gave to its own verdict: ``prob_fake`` for fake, else ``1 -``."""
+    prob = frame["prob_fake"].astype(float)
+    return prob.where(frame["model_label"] == "fake", 1.0 - prob)
+
+
+def _bucket_labels(edges: Sequence[float], percent: bool, unit: str = "") -> list[str]:
+    labels = []
+    for lo, hi in itertools.pairwise(edges):
+        if percent:
+            labels.append(f"{lo:.0%}-{hi:.0%}")
+        elif math.isinf(hi):
+            labels.append(f"≥{lo:g}{unit}")
+        elif lo == 0:
+            labels.append(f"<{hi:g}{unit}")
+        else:
+            labels.append(f"{lo:g}-{hi:g}{unit}")
+    return labels
+
+
+def _buckets(values: pd.Series, edges: Sequence[float], labels: list[str]) -> pd.Series:
+    """Left-closed buckets; the last one is closed on both sides (a confidence of exactly 1)."""
+    bins = list(edges)
+    if not math.isinf(bins[-1]):
+        bins[-1] = np.nextafter(bins[-1], math.inf)
+    return pd.cut(values, bins=bins, labels=labels, right=False, include_lowest=True)
+
+
+def error_rates(feedback: pd.DataFrame, by: ErrorDimension) -> pd.DataFrame:
+    """Share of predictions people corrected, grouped along one dimension.
+
+    Args:
+        feedback: A feedback frame; its latest verdict per prediction is used.
+        by: ``confidence`` (buckets of :func:`verdict_confidence`), ``format`` (the decoded
+            image format), ``size`` (buckets of the shorter side) or ``model_version``.
+
+    Returns:
+        Columns ``group`` (str), ``judged``, ``errors``, ``error_rate`` (NaN for
+        groups without verdicts). Bucketed dimensions list every bucket in order, empty or not;
+        the others list the groups present.
+    """
+    verdicts = latest_verdicts(feedback)
+    wrong = verdicts["human_label"] != verdicts["model_label"]
+    if by == "confidence":
+        labels = _bucket_labels(CONFIDENCE_EDGES, percent=True)
+        groups = _buckets(verdict_confidence(verdicts), CONFIDENCE_EDGES, labels)
+    elif by == "size":
+        labels = _bucket_labels(SIZE_EDGES, percent=False, unit=" px")
+        shorter = np.minimum(verdicts["width"].astype(float), verdicts["height"].astype(float))
+        groups = _buckets(pd.Series(shorter, index=verdicts.index), SIZE_EDGES, labels)
+    elif by in ("format", "model_version"):
+        labels = sorted_versions(verdicts[by])
+        groups = pd.Categorical(verdicts[by].astype(str), categories=labels)
+    else:
+        raise ValueError(f"cannot group errors by {by!r}")
+    table = (
+        pd.DataFrame({"group": groups, "wrong": wrong.to_numpy()})
+        .groupby("group", observed=False)["wrong"]
+        .agg(judged="count", errors="sum")
+        .reindex(labels, fill_value=0)
+        .rename_axis("group")
+        .reset_index()
+    )
+    table["judged"] = table["judged"].astype(int)
+    table["errors"] = table["errors"].astype(int)
+    table["error_rate"] = table["errors"] / table["judged"].where(table["judged"] > 0)
+    table["group"] = table["group"].astype(str)
+    return table
+
+
+def _natural_key(text: str) -> tuple[int, float, str]:
+    """Sort ``"2"`` before ``"10"`` (model versions) while keeping other strings alphabetical."""
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
+def sorted_versions(values: Iterable[object]) -> list[str]:
+    """Distinct model versions as strings, numerically ordered (``"2"`` before ``"10"``)."""
+    return sorted({str(v) for v in values}, key=_natural_key)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Reliability of ``prob_fake`` against people's verdicts.
+
+    Attributes:
+        bins: Columns ``bin`` (label), ``lo``, ``hi``, ``judged``, ``mean_prob_fake`` (the
+            model's average claim in the bin), ``frac_fake`` (how often people said fake).
+        ece: Expected calibration error: the judged-weighted mean gap between claim and
+            observation; None without verdicts.
+    """
+
+    bins: pd.DataFrame
+    ece: float | None
+
+
+def calibration(feedback: pd.DataFrame, n_bins: int = 10) -> Calibration:
+    """Bin predictions by ``prob_fake`` and compare each bin's claim with the human labels.
+
+    A calibrated model that says 0.8 is right about "fake" 80 % of the time; the reliability
+    chart shows ``frac_fake`` against ``mean_prob_fake`` per bin, ideally on the diagonal.
+    Equal-width bins, as the training report's reliability diagram uses.
+    """
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    verdicts = latest_verdicts(feedback)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    labels = [f"{lo:.1f}-{hi:.1f}" for lo, hi in itertools.pairwise(edges)]
+    prob = verdicts["prob_fake"].astype(float)
+    frame = pd.DataFrame(
+        {
+            "bin": _buckets(prob, edges, labels),
+            "prob": prob.to_numpy(),
+            "fake": (verdicts["human_label"] == "fake").astype(float).to_numpy(),
+        }
+    )
+    bins = (
+        frame.groupby("bin", observed=False)
+        .agg(judged=("prob", "count"), mean_prob_fake=("prob", "mean"), frac_fake=("fake", "mean"))
+        .reindex(labels)
+        .rename_axis("bin")
+        .reset_index()
+    )
+    bins["judged"] = bins["judged"].fillna(0).astype(int)
+    bins.insert(1, "lo", edges[:-1])
+    bins.insert(2, "hi", edges[1:])
+    bins["bin"] = bins["bin"].astype(str)
+    total = int(bins["judged"].sum())
+    ece = None
+    if total:
+        used = bins[bins["judged"] > 0]
+        gaps = (used["mean_prob_fake"] - used["frac_fake"]).abs()
+        ece = float((gaps * used["judged"]).sum() / total)
+    return Calibration(bins=bins, ece=ece)
+
+
+def corrections(feedback: pd.DataFrame, limit: int = 20) -> pd.DataFrame:
+    """The newest feedback rows that contradict the model, newest first (at most ``limit``)."""
+    wrong = feedback[feedback["human_label"] != feedback["model_label"]]
+    return wrong.sort_values("created_at", ascending=False, kind="stable").head(limit)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A 2-D PCA projection of feature vectors, one row per prediction.
+
+    Attributes:
+        points: Columns ``prediction_id``, ``model_version``, ``created_at``, ``pc1``, ``pc2``,
+            ``model_label`` and ``human_label`` (:data:`NO_FEEDBACK` when none).
+        explained_variance: Fraction of the variance each of the two components explains.
+    """
+
+    points: pd.DataFrame
+    explained_variance: tuple[float, float]
+
+
+def pca_projection(
+    features: pd.DataFrame,
+    matrix: np.ndarray,
+    predictions: pd.DataFrame,
+    feedback: pd.DataFrame,
+    max_points: int = 5000,
+    seed: int = 0,
+) -> Projection | None:
+    """Project stored feature vectors to 2-D with PCA and attach model and human labels.
+
+    Vectors of different model versions live in different spaces (each version has its own
+    network), so pass one version's rows at a time.
+
+    Args:
+        features: Rows of :func:`deepfakenet.features.read_features`.
+        matrix: Their vectors, ``N x D`` (:func:`deepfakenet.features.feature_matrix`).
+        predictions: A predictions frame (for the model's label of each vector).
+        feedback: A feedback frame (for the latest human label).
+        max_points: Keep the most recent rows beyond this many (a scatter of more is unreadable
+            and slow in a browser).
+        seed: Seed of the randomised SVD PCA uses on large inputs.
+
+    Returns:
+        The projection, or None with fewer than three vectors (two points always lie on a line).
+    """
+    from sklearn.decomposition import PCA
+
+    if len(features) != len(matrix):
+        raise ValueError(f"{len(features)} feature rows but {len(matrix)} vectors")
+    if len(features) > max_points:
+        order = np.argsort(features["created_at"].to_numpy(), kind="stable")[-max_points:]
+        features, matrix = features.iloc[order], matrix[order]
+    if len(features) < 3:
+        return None
+    pca = PCA(n_components=2, random_state=seed)
+    coords = pca.fit_transform(np.asarray(matrix, dtype=np.float64))
+    points = features[["prediction_id", "model_version", "created_at"]].reset_index(drop=True)
+    points["pc1"], points["pc2"] = coords[:, 0], coords[:, 1]
+    model_labels = predictions.set_index("id")["label"] if len(predictions) else pd.Series()
+    human = latest_verdicts(feedback)
+    human_labels = human.set_index("prediction_id")["human_label"] if len(human) else pd.Series()
+    points["model_label"] = points["prediction_id"].map(model_labels).fillna("unknown")
+    points["human_label"] = points["prediction_id"].map(human_labels).fillna(NO_FEEDBACK)
+    ratio = pca.explained_variance_ratio_
+    log.debug("PCA of %s vectors: explained variance %s", matrix.shape, ratio)
+    return Projection(points=points, explained_variance=(float(ratio[0]), float(ratio[1])))

@@ -1,0 +1,194 @@
+"""A small HTTP client of the DeepFakeNet service, for callers that must not load the model.
+
+The detector dashboard talks to the service only through this module, so the page never sees an
+``httpx`` exception or a raw error body: every failure becomes one of two named errors whose
+message can be shown to a person as it is. :class:`ServiceUnavailableError` means "the service
+is not there or broke" (connection refused, timeout, 5xx); :class:`ServiceRejectedError` means
+"the service understood and said no" (4xx, with its reason).
+
+BentoML 1.4.40 answers a 4xx raised inside an API as ``[{"error": reason}]`` (a list), the
+service's upload guard as ``{"error": reason}``, and the FastAPI routes as ``{"detail": reason}``;
+:func:`error_reason` reads all three.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from deepfakenet.errors import DeepFakeNetError
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(DeepFakeNetError):
+    """A call to the service did not produce an answer the caller can use."""
+
+
+class ServiceUnavailableError(ServiceError):
+    """The service is unreachable, too slow, or failed on its side (5xx)."""
+
+
+class ServiceRejectedError(ServiceError):
+    """The service refused the request (4xx); ``reason`` is its explanation.
+
+    Attributes:
+        status_code: The HTTP status, e.g. 400, 404, 413.
+        reason: The service's own words, suitable to show to the person who sent the request.
+    """
+
+    def __init__(self, status_code: int, reason: str) -> None:
+        super().__init__(f"the service refused the request ({status_code}): {reason}")
+        self.status_code = status_code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The answer of ``POST /explain``.
+
+    Attributes:
+        prediction_id: Id to send feedback for this prediction.
+        label: ``real`` or ``fake``: the decision at the model's threshold.
+        prob_fake: Calibrated probability of ``fake``.
+        model_version: Registered model version that scored the image.
+        target: Class whose logit Grad-CAM explains.
+        heatmap_png: PNG bytes of the heat map over the centre crop the model scored.
+        cam: Grad-CAM at the layer's resolution, values in ``[0, 1]``.
+        layer: Backbone layer explained.
+    """
+
+    prediction_id: str
+    label: str
+    prob_fake: float
+    model_version: str
+    target: str
+    heatmap_png: bytes
+    cam: list[list[float]]
+    layer: str
+
+
+def error_reason(response: httpx.Response) -> str:
+    """The reason of an error response in any of the service's body shapes, else its text."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        return response.text.strip() or response.reason_phrase
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        body = body[0]
+    if isinstance(body, dict):
+        for key in ("error", "detail", "message"):
+            if isinstance(body.get(key), str):
+                return body[key]
+    return response.text.strip() or response.reason_phrase
+
+
+class ServiceClient:
+    """Calls ``/model``, ``/explain`` and ``/feedback`` of a running service.
+
+    Each call opens its own short-lived connection: a dashboard makes a handful of calls per
+    interaction, and nothing is left open between Streamlit reruns.
+
+    Args:
+        base_url: The service's base URL, e.g. ``http://127.0.0.1:3000``.
+        timeout_s: Longest wait for one call.
+        transport: An ``httpx`` transport to use instead of the network (tests).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout_s: float = 120.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._transport = transport
+
+    def model_info(self) -> dict[str, Any]:
+        """``GET /model``: the model being served (version, alias, input size, ...)."""
+        return dict(self._request("GET", "/model"))
+
+    def explain(self, image: bytes, target: str = "predicted") -> Explanation:
+        """``POST /explain``: score one image and return the verdict with its Grad-CAM.
+
+        The bytes go as the multipart file field ``image`` with a neutral content type and
+        file name: the service decodes the bytes itself and keeps neither.
+
+        Raises:
+            ServiceUnavailableError: The service cannot be reached or failed.
+            ServiceRejectedError: The service refused the image (not an image, too large, ...).
+        """
+        body = self._request(
+            "POST",
+            "/explain",
+            files={"image": ("upload", image, "application/octet-stream")},
+            data={"target": target},
+        )
+        try:
+            return Explanation(
+                prediction_id=str(body["prediction_id"]),
+                label=str(body["label"]),
+                prob_fake=float(body["prob_fake"]),
+                model_version=str(body["model_version"]),
+                target=str(body["target"]),
+                heatmap_png=base64.b64decode(body["heatmap_png"]),
+                cam=[[float(v) for v in row] for row in body["cam"]],
+                layer=str(body["layer"]),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise ServiceUnavailableError(
+                f"the service at {self.base_url} answered /explain without a usable result "
+                f"({err!r}); is it a DeepFakeNet service of a matching version?"
+            ) from err
+
+    def feedback(self, prediction_id: str, label: str, comment: str | None = None) -> str:
+        """``POST /feedback``: store a person's label for a prediction; return the feedback id.
+
+        Raises:
+            ServiceUnavailableError: The service cannot be reached or failed.
+            ServiceRejectedError: Unknown prediction (404), bad label or comment too long (400).
+        """
+        payload: dict[str, Any] = {"prediction_id": prediction_id, "label": label}
+        if comment:
+            payload["comment"] = comment
+        body = self._request("POST", "/feedback", json=payload)
+        if not isinstance(body, dict) or "feedback_id" not in body:
+            raise ServiceUnavailableError(
+                f"the service at {self.base_url} answered /feedback without a feedback id"
+            )
+        return str(body["feedback_id"])
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send one request; return the JSON body of a 2xx or raise a named error."""
+        url = f"{self.base_url}{path}"
+        try:
+            with httpx.Client(timeout=self.timeout_s, transport=self._transport) as client:
+                response = client.request(method, url, **kwargs)
+        except httpx.TimeoutException as err:
+            raise ServiceUnavailableError(
+                f"the service at {self.base_url} did not answer {path} within {self.timeout_s:g} s"
+            ) from err
+        except httpx.HTTPError as err:
+            raise ServiceUnavailableError(
+                f"the service at {self.base_url} is not reachable ({type(err).__name__}); "
+                "is it running? Start it with `make serve`"
+            ) from err
+        log.debug("%s %s -> %d", method, url, response.status_code)
+        if 400 <= response.status_code < 500:
+            raise ServiceRejectedError(response.status_code, error_reason(response))
+        if response.status_code >= 300:
+            raise ServiceUnavailableError(
+                f"the service at {self.base_url} failed on {path} "
+                f"({response.status_code}): {error_reason(response)}"
+            )
+        try:
+            return response.json()
+        except ValueError as err:
+            raise ServiceUnavailableError(
+                f"the service at {self.base_url} answered {path} with a body that is not JSON"
+            ) from err

@@ -1,0 +1,250 @@
+"""The feedback loop end to end: a real git + DVC project, MLflow sqlite store and the service.
+
+train v1 -> score images through the service -> post corrected feedback -> retrain -> a new
+``data.dvc`` hash, MLflow v2 promoted, the running service answers with v2; a challenger made to
+lose is not promoted; below ``min_new_labels`` nothing happens; two concurrent runs: one
+proceeds, one exits 75; rollback restores the previous champion.
+"""
+
+import io
+import os
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from PIL import Image
+
+from deepfakenet import registry
+from deepfakenet.data.synth import FAKE_FAMILIES, random_photo_crop
+from deepfakenet.lineage import data_version
+from deepfakenet.store import Store
+from tests.conftest import (
+    COMPETENT_STRENGTH,
+    ROOT,
+    RunningService,
+    run_cli,
+    start_service,
+    stop_service,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TOKEN = "retrain-test-token"
+#: The challenger's training in these tests: a few quick epochs on the tiny tree.
+FAST = [
+    "trainer=fast", "trainer.max_epochs=2", "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=1.0", "data.crop_size=32", "data.batch_size=16",
+    "data.num_workers=0", "data.val_fraction=0.25", "data.test_fraction=0.25",
+]  # fmt: skip
+
+
+def hydra_list(key: str, items: list[str]) -> str:
+    """A Hydra command-line override setting ``key`` to a list of override strings."""
+    return f"{key}=[" + ",".join(f'"{item}"' for item in items) + "]"
+
+
+@dataclass
+class Project:
+    root: Path
+    tracking_uri: str
+    service: RunningService
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True,
+                              check=True).stdout  # fmt: skip
+
+    def retrain(self, *overrides: str) -> subprocess.CompletedProcess[str]:
+        args = [
+            sys.executable, "training/retrain.py", f"paths.root_dir={self.root}",
+            f"registry.tracking_uri={self.tracking_uri}", f"store.home={self.service.home}",
+            f"hydra.run.dir={self.root}/logs/retrain/{time.monotonic_ns()}",
+            f"report_dir={self.root}/reports/retrain/{time.monotonic_ns()}",
+            f"notify.service_url={self.service.url}", f"notify.admin_token={TOKEN}",
+            hydra_list("train_overrides", FAST), *overrides,
+        ]  # fmt: skip
+        return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                              check=False)  # fmt: skip
+
+    def model_info(self) -> dict:
+        return httpx.get(f"{self.service.url}/model", timeout=30).json()
+
+
+@pytest.fixture(scope="module")
+def project(competent_project) -> Project:
+    service = start_service(
+        competent_project.root / "svc",
+        competent_project.bentoml_home,
+        {"DEEPFAKENET_MLFLOW_TRACKING_URI": competent_project.tracking_uri,
+         "DEEPFAKENET_REGISTRY_POLL_SECONDS": "1", "DEEPFAKENET_ADMIN_TOKEN": TOKEN},
+    )  # fmt: skip
+    yield Project(competent_project.root, competent_project.tracking_uri, service)
+    stop_service(service)
+
+
+def _new_images(n: int, seed: int) -> list[tuple[bytes, str]]:
+    """Images the model never saw, half real crops, half fakes of every family."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        crop = random_photo_crop("skimage", ["astronaut", "coffee", "chelsea"][i % 3], 36, rng)
+        label = "fake" if i % 2 else "real"
+        if label == "fake":
+            crop = FAKE_FAMILIES[list(FAKE_FAMILIES)[i % 4]](crop, rng, strength=COMPETENT_STRENGTH)
+        buf = io.BytesIO()
+        Image.fromarray(crop).save(buf, format="PNG")
+        out.append((buf.getvalue(), label))
+    return out
+
+
+def _score_and_correct(project: Project, n: int, seed: int) -> list[str]:
+    """Score new images through the service and send their true labels as feedback."""
+    ids = []
+    with httpx.Client(base_url=project.service.url, timeout=60) as client:
+        for data, label in _new_images(n, seed):
+            pred = client.post("/predict", files={"image": ("x.png", data, "image/png")}).json()
+            fb = client.post("/feedback", json={"prediction_id": pred["prediction_id"],
+                                                "label": label, "comment": "truth"})  # fmt: skip
+            fb.raise_for_status()
+            ids.append(fb.json()["feedback_id"])
+    return ids
+
+
+def _report(result: subprocess.CompletedProcess[str], root: Path) -> dict:
+    reports = sorted((root / "reports" / "retrain").glob("*/report.json"),
+                     key=lambda p: p.stat().st_mtime)  # fmt: skip
+    assert reports, result.stderr[-3000:]
+    return json.loads(reports[-1].read_text())
+
+
+def _wait_for_version(project: Project, version: str, seconds: float = 60) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        info = project.model_info()
+        if info["model_version"] == version:
+            return info
+        time.sleep(0.5)
+    pytest.fail(f"the service still serves {project.model_info()} after {seconds} s")
+
+
+def test_v1_is_served_and_competent(project):
+    info = project.model_info()
+    assert info["model_version"] == "1" and info["data_version"] == data_version(
+        project.root / "data.dvc"
+    )
+    client = MlflowClient(project.tracking_uri)
+    run = client.get_run(client.get_model_version("deepfakenet", "1").run_id)
+    # The loss test below needs a champion clearly better than chance.
+    assert run.data.metrics["test/auroc"] >= 0.75, run.data.metrics
+
+
+def test_below_min_new_labels_nothing_happens(project):
+    _score_and_correct(project, 4, seed=100)
+    dvc_before = (project.root / "data.dvc").read_text()
+    runs_before = len(MlflowClient(project.tracking_uri).search_runs(["1"]))
+    result = project.retrain("collect.min_new_labels=1000")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = _report(result, project.root)
+    assert report["status"] == "nothing_to_do" and report["new_labels"] == 4
+    assert (project.root / "data.dvc").read_text() == dvc_before
+    assert len(MlflowClient(project.tracking_uri).search_runs(["1"])) == runs_before
+    assert len(Store(project.service.store_url).feedback_frame(unused_only=True)) == 4
+
+
+def test_concurrent_runs_one_promotes_one_exits(project):
+    feedback_ids = _score_and_correct(project, 36, seed=200)
+    v_before = data_version(project.root / "data.dvc")
+    commits_before = project.git("rev-list", "--count", "HEAD").strip()
+    rule = ("collect.min_new_labels=10", "promotion.max_drop=0.25",
+            "promotion.feedback_must_improve=false")  # fmt: skip
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: project.retrain(*rule), range(2)))
+    codes = sorted(r.returncode for r in results)
+    assert codes == [0, 75], [r.stderr[-2000:] for r in results]
+    loser = next(r for r in results if r.returncode == 75)
+    assert "another retraining run holds" in loser.stderr + loser.stdout
+    winner = next(r for r in results if r.returncode == 0)
+    report = _report(winner, project.root)
+    assert report["status"] == "promoted", report
+    assert report["new_labels"] == 40  # the 4 below the threshold earlier count now too
+
+    # A new DVC data version, committed to git and pushed to the remote.
+    v_after = data_version(project.root / "data.dvc")
+    assert v_after != v_before and report["data_version"] == v_after
+    assert int(project.git("rev-list", "--count", "HEAD")) == int(commits_before) + 1
+    assert project.git("status", "--porcelain", "data.dvc").strip() == ""
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "-c"], cwd=project.root,
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "new" not in status, status
+    assert len(list((project.root / "data").glob("*/feedback/*.png"))) == 40
+
+    # MLflow: v2 registered from the new data and promoted; v1 is kept as previous.
+    client = MlflowClient(project.tracking_uri)
+    champion = registry.version_for_alias(client, "deepfakenet", registry.CHAMPION)
+    previous = registry.version_for_alias(client, "deepfakenet", registry.PREVIOUS)
+    assert (str(champion.version), str(previous.version)) == ("2", "1")
+    assert champion.tags["data_version"] == v_after
+    jobs = registry.retrain_runs_frame(client, "deepfakenet")
+    assert jobs.iloc[0]["decision"] == "promoted"
+    assert client.get_run(champion.run_id).data.tags["mlflow.parentRunId"] == jobs.iloc[0]["run_id"]
+
+    # The store: every feedback row is marked used; the service answers with v2.
+    store = Store(project.service.store_url)
+    used = store.feedback_frame().set_index("feedback_id").loc[feedback_ids]
+    assert used["used_at"].notna().all() and used["used_by"].str.contains(v_after).all()
+    info = _wait_for_version(project, "2")
+    assert info["data_version"] == v_after and info["alias"] == "champion"
+    img, _ = _new_images(1, seed=999)[0]
+    answer = httpx.post(f"{project.service.url}/predict", files={"image": ("x.png", img)}).json()
+    assert answer["model_version"] == "2"
+
+
+def test_a_losing_challenger_is_not_promoted(project):
+    _score_and_correct(project, 12, seed=300)
+    dvc_before = data_version(project.root / "data.dvc")
+    # A broken recipe (a diverging learning rate, from scratch) must not reach production.
+    result = project.retrain(
+        "collect.min_new_labels=10",
+        "init_from_champion=false",
+        hydra_list("train_overrides", [*FAST, "model.optimizer.lr=50.0"]),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = _report(result, project.root)
+    assert report["status"] == "kept", report
+    assert report["challenger_metrics"]["auroc"] < report["champion_metrics"]["auroc"] - 0.01
+    assert data_version(project.root / "data.dvc") != dvc_before, "the data version still moves"
+    client = MlflowClient(project.tracking_uri)
+    assert str(registry.version_for_alias(client, "deepfakenet", "champion").version) == "2"
+    assert registry.retrain_runs_frame(client, "deepfakenet").iloc[0]["decision"] == "kept"
+    time.sleep(2)  # longer than the poll interval: the service must still serve v2
+    assert project.model_info()["model_version"] == "2"
+    assert report["challenger_version"] == "3"
+
+
+def test_rollback_restores_the_previous_champion(project):
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    run_cli(
+        [sys.executable, "training/rollback.py", f"paths.root_dir={project.root}",
+         f"registry.tracking_uri={project.tracking_uri}", f"notify.service_url={project.service.url}",
+         f"notify.admin_token={TOKEN}", f"hydra.run.dir={project.root}/logs/rollback"],
+        env,
+    )  # fmt: skip
+    client = MlflowClient(project.tracking_uri)
+    assert str(registry.version_for_alias(client, "deepfakenet", "champion").version) == "1"
+    assert str(registry.version_for_alias(client, "deepfakenet", "previous").version) == "2"
+    assert project.model_info()["model_version"] == "1"  # reloaded through the admin route
+
+
+def test_admin_reload_needs_the_token(project):
+    url = f"{project.service.url}/admin/reload"
+    assert httpx.post(url, timeout=30).status_code == 401
+    assert httpx.post(url, headers={"Authorization": "Bearer wrong"}, timeout=30).status_code == 401
+    ok = httpx.post(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+    assert ok.status_code == 200 and ok.json()["model_version"] == "1"
