@@ -18,6 +18,7 @@ import base64
 import hashlib
 import hmac
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from http import HTTPStatus
 from pathlib import Path
@@ -26,8 +27,10 @@ from typing import Annotated, Any, Literal
 import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
+from bentoml.mlflow import MLFLOW_MODEL_FOLDER
 from fastapi import FastAPI, Header, HTTPException
-from pydantic import BaseModel, Field
+from mlflow.exceptions import MlflowException
+from pydantic import BaseModel, Field, model_validator
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
@@ -48,7 +51,7 @@ with bentoml.importing():
     import torch
 
     from deepfakenet import registry
-    from deepfakenet.explain import grad_cam, overlay, png_bytes
+    from deepfakenet.explain import grad_cam, overlay, png_bytes, resolve_layer
     from deepfakenet.features import FeatureRow, FeatureWriter
     from deepfakenet.inference import score_batch
     from deepfakenet.models.net import LABELS
@@ -111,10 +114,38 @@ class ModelOut(BaseModel):
 
 
 class ScoreItem(BaseModel):
-    """One preprocessed image for :meth:`DeepfakeDetector.infer` (float32 CHW, base64)."""
+    """One preprocessed image for :meth:`DeepfakeDetector.infer` (float32 CHW, base64).
+
+    Validated here, before the batcher merges it with other requests' items: a malformed item
+    is refused on its own (400) instead of failing the whole batch.
+    """
 
     tensor: str
-    shape: tuple[int, int, int]
+    shape: tuple[Literal[3], int, int]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScoreItem:
+        _, height, width = self.shape
+        if not (MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE):
+            raise ValueError(f"image sides must be within [{MIN_SIDE}, {MAX_SIDE}] pixels")
+        if len(self.tensor) != 4 * -(-4 * 3 * height * width // 3):  # base64 of float32 CHW
+            raise ValueError("tensor does not hold 3 x height x width float32 values")
+        return self
+
+    def to_tensor(self) -> torch.Tensor:
+        """The CHW float32 tensor."""
+        data = bytearray(base64.b64decode(self.tensor, validate=True))
+        return torch.frombuffer(data, dtype=torch.float32).view(self.shape)
+
+    @classmethod
+    def from_tensor(cls, tensor: torch.Tensor) -> ScoreItem:
+        """Pack a CHW float32 tensor."""
+        raw = tensor.to(torch.float32).contiguous().numpy().tobytes()
+        return cls(tensor=base64.b64encode(raw).decode("ascii"), shape=tuple(tensor.shape))
+
+
+#: Bounds of a preprocessed image's side (a crop is the model's input size, e.g. 64 or 224).
+MIN_SIDE, MAX_SIDE = 8, 1024
 
 
 class ScoreResult(BaseModel):
@@ -146,33 +177,43 @@ def _client_error(err: Exception) -> BentoMLException:
 
 
 class UploadGuard:
-    """ASGI middleware in front of the image routes: bounded body, one file in ``image``.
+    """ASGI middleware in front of the public POST routes: bounded bodies of the expected kind.
 
-    BentoML 1.4.40's multipart parsing needs a gate in front of it: it writes the whole upload
-    to a temporary file first (no size limit), answers 500 when an undeclared binary field is
-    sent, and *downloads a URL server-side* when the ``image`` field holds text instead of a
-    file (a request forgery vector). This guard reads the body up to the byte limit (413 past
-    it, without reading further), checks the form, and replays the body to BentoML unchanged.
+    BentoML 1.4.40's request parsing needs a gate in front of it: it writes a whole upload to a
+    temporary file first (no size limit), answers 500 when an undeclared binary form field is
+    sent, and *downloads a URL server-side* when a file field holds text instead of a file (a
+    request forgery vector). This guard reads the body up to the route's byte limit (413 past
+    it, without reading further), checks it, and replays it to BentoML unchanged.
 
     Args:
         app: The ASGI app to protect.
-        max_bytes: Largest accepted request body.
-        routes: Route path -> names of the text fields it accepts besides ``image``.
+        max_bytes: Largest accepted image upload (multipart) body.
+        routes: Image route path -> names of the text fields it accepts besides ``image``.
+        json_routes: Route path -> largest accepted JSON body (e.g. ``/feedback``).
     """
 
-    def __init__(self, app: Any, max_bytes: int, routes: dict[str, set[str]]) -> None:
+    def __init__(
+        self,
+        app: Any,
+        max_bytes: int,
+        routes: dict[str, set[str]],
+        json_routes: dict[str, int],
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.routes = routes
+        self.json_routes = json_routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.routes:
+        path = scope.get("path", "")
+        guarded = path in self.routes or path in self.json_routes
+        if scope["type"] != "http" or scope["method"] != "POST" or not guarded:
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, receive, send, 413, self._too_large(int(declared)))
+        limit = self.json_routes.get(path, self.max_bytes)
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            await self._reject(scope, receive, send, 413, self._too_large(int(declared), limit))
             return
         chunks, size = [], 0
         while True:
@@ -181,14 +222,17 @@ class UploadGuard:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await self._reject(scope, receive, send, 413, self._too_large(size))
+            if size > limit:
+                await self._reject(scope, receive, send, 413, self._too_large(size, limit))
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        problem = await self._check_form(scope, body, self.routes[scope["path"]])
+        if path in self.json_routes:
+            problem = self._check_json(scope)
+        else:
+            problem = await self._check_form(scope, body, self.routes[path])
         if problem is not None:
             await self._reject(scope, receive, send, 400, problem)
             return
@@ -203,8 +247,15 @@ class UploadGuard:
 
         await self.app(scope, replay, send)
 
-    def _too_large(self, size: int) -> str:
-        return f"request body is {size} bytes or more, over the limit of {self.max_bytes} bytes"
+    @staticmethod
+    def _too_large(size: int, limit: int) -> str:
+        return f"request body is {size} bytes or more, over the limit of {limit} bytes"
+
+    @staticmethod
+    def _check_json(scope: Scope) -> str | None:
+        if Headers(scope=scope).get("content-type", "").split(";")[0].strip() != "application/json":
+            return "send a JSON body (content-type: application/json)"
+        return None
 
     @staticmethod
     async def _check_form(scope: Scope, body: bytes, text_fields: set[str]) -> str | None:
@@ -243,7 +294,10 @@ admin_app = FastAPI(title="DeepFakeNet model and admin routes")
 
 @bentoml.service(
     name="deepfakenet",
-    traffic={"timeout": 120, "max_concurrency": 256},
+    # No max_concurrency: each public request makes a second, internal call to `infer`, which
+    # would compete for the same slots (429s under load). Overload answers 503 from the batcher
+    # when requests wait longer than max_latency_ms.
+    traffic={"timeout": 120},
     resources={"cpu": "2"},
     workers=1,
 )
@@ -256,8 +310,12 @@ class DeepfakeDetector:
     def __init__(self) -> None:
         self.settings = SETTINGS
         labels = dict(self.bento_model.info.labels)
-        net = registry.load_net_from_dir(self.bento_model.path_of("mlflow_model"))
+        net = registry.load_net_from_dir(self.bento_model.path_of(MLFLOW_MODEL_FOLDER))
+        resolve_layer(net, SETTINGS.explain_layer)  # a misconfigured layer fails here, not per call
         self.models = ModelHolder(LoadedModel.wrap(net, labels, source=str(self.bento_model.tag)))
+        # Grad-CAM is serialised (one private network); its own thread keeps queued /explain calls
+        # from taking the worker threads /predict needs.
+        self.explain_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
         self.limits = DecodeLimits(SETTINGS.max_upload_bytes, SETTINGS.max_pixels)
         self.store = Store(SETTINGS.store_url)
         self.archive = ImageArchive(SETTINGS.image_dir)
@@ -272,8 +330,16 @@ class DeepfakeDetector:
                 labels.get("model_name", SETTINGS.model_name),
                 interval_s=SETTINGS.registry_poll_seconds,
             )
+            try:  # the BentoML store may hold an older model than the registry's champion
+                self.watcher.check()
+            except (RegistryError, MlflowException) as err:
+                log.warning(
+                    "serving %s; the registry's champion is unavailable: %s",
+                    self.bento_model.tag,
+                    err,
+                )
             self.watcher.start()
-        log.info("serving %s (%s); store %s", self.bento_model.tag, labels, SETTINGS.store_url)
+        log.info("serving %s; store %s", self.models.current.labels, self.store.safe_url)
 
     @bentoml.on_startup
     def purge_expired_images(self) -> None:
@@ -287,6 +353,7 @@ class DeepfakeDetector:
         """Write buffered feature rows and release connections."""
         if self.watcher is not None:
             self.watcher.stop()
+        self.explain_pool.shutdown(wait=True)
         self.feature_writer.close()
         self.store.close()
 
@@ -304,21 +371,13 @@ class DeepfakeDetector:
         changes the input size cannot break a batch in flight.
         """
         model = self.models.current
-        results: list[ScoreResult | None] = [None] * len(items)
+        threshold = float(model.net.threshold)
         groups: dict[tuple[int, int, int], list[int]] = {}
         for i, item in enumerate(items):
-            groups.setdefault(tuple(item.shape), []).append(i)
-        threshold = float(model.net.threshold)
-        for shape, indices in groups.items():
-            batch = torch.stack(
-                [
-                    torch.frombuffer(
-                        bytearray(base64.b64decode(items[i].tensor)), dtype=torch.float32
-                    ).view(shape)
-                    for i in indices
-                ]
-            )
-            scores = score_batch(model.net, batch)
+            groups.setdefault(item.shape, []).append(i)
+        results: dict[int, ScoreResult] = {}
+        for indices in groups.values():
+            scores = score_batch(model.net, torch.stack([items[i].to_tensor() for i in indices]))
             vectors = scores.features.numpy().astype(np.float32)
             for j, i in enumerate(indices):
                 results[i] = ScoreResult(
@@ -328,7 +387,7 @@ class DeepfakeDetector:
                     model_version=model.version,
                     features=base64.b64encode(vectors[j].tobytes()).decode("ascii"),
                 )
-        return [r for r in results if r is not None]
+        return [results[i] for i in range(len(items))]
 
     # ------------------------------------------------------------------ public routes
 
@@ -362,7 +421,8 @@ class DeepfakeDetector:
         ] = "predicted",
     ) -> ExplanationOut:
         """Score one image and show where the model looked (Grad-CAM on the last conv block)."""
-        return await asyncio.to_thread(self._explain, image, target)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.explain_pool, self._explain, image, target)
 
     @bentoml.api(route="/feedback")
     async def feedback(
@@ -392,14 +452,15 @@ class DeepfakeDetector:
     @admin_app.post("/admin/reload", response_model=ModelOut)
     def reload_model(self, authorization: Annotated[str | None, Header()] = None) -> ModelOut:
         """Load the registry's current champion now (bearer token from DEEPFAKENET_ADMIN_TOKEN)."""
-        token = SETTINGS.admin_token
+        token = SETTINGS.admin_token.get_secret_value() if SETTINGS.admin_token else ""
         if not token or self.watcher is None:
             raise HTTPException(404, "reloading is not enabled on this server")
-        if not hmac.compare_digest(authorization or "", f"Bearer {token}"):
+        given = (authorization or "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, f"Bearer {token}".encode()):
             raise HTTPException(401, "a valid admin bearer token is required")
         try:
             self.watcher.check()
-        except RegistryError as err:
+        except (RegistryError, MlflowException) as err:
             raise HTTPException(409, str(err)) from err
         return ModelOut(**self.models.current.info())  # type: ignore[arg-type]
 
@@ -407,10 +468,10 @@ class DeepfakeDetector:
 
     def _prepare(self, path: Path, model: LoadedModel) -> tuple[torch.Tensor, dict]:
         """Read, decode, archive and preprocess an upload; 4xx errors for bad input."""
+        data = path.read_bytes()  # BentoML's own temporary file: a failure here is ours (500)
         try:
-            data = path.read_bytes()
             decoded = decode_image(data, self.limits)
-        except (InvalidImageError, OSError) as err:
+        except InvalidImageError as err:
             raise _client_error(err) from err
         sha = hashlib.sha256(data).hexdigest()
         self.archive.put(sha, decoded.image)
@@ -445,10 +506,7 @@ class DeepfakeDetector:
     async def _score(self, image: Path, endpoint: str) -> tuple[str, ScoreResult]:
         model = self.models.current
         tensor, meta = await asyncio.to_thread(self._prepare, image, model)
-        item = ScoreItem(
-            tensor=base64.b64encode(tensor.numpy().tobytes()).decode("ascii"),
-            shape=tuple(tensor.shape),  # type: ignore[arg-type]
-        )
+        item = ScoreItem.from_tensor(tensor)
         (result,) = await self.to_async.infer([item])  # type: ignore[attr-defined]
         result = ScoreResult.model_validate(result)
         vector = np.frombuffer(base64.b64decode(result.features), dtype=np.float32)
@@ -491,4 +549,5 @@ DeepfakeDetector.add_asgi_middleware(
     UploadGuard,
     max_bytes=SETTINGS.max_upload_bytes + 65536,  # room for the multipart envelope
     routes={"/predict": set(), "/features": set(), "/explain": {"target"}},
+    json_routes={"/feedback": 4 * SETTINGS.max_comment_chars + 4096},
 )

@@ -157,6 +157,24 @@ def trained_registry(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) 
     return TrainedRegistry(root, cfg.registry.tracking_uri, objects["run_id"], cfg.data.crop_size)
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a project subprocess, isolated from the developer's.
+
+    No ``DEEPFAKENET_*`` settings or ``MLFLOW_TRACKING_URI`` (they would point a test at a real
+    store), no global git config (signing hooks, hooks paths), no analytics.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPFAKENET_")}
+    env.update(
+        DVC_NO_ANALYTICS="1",
+        BENTOML_DO_NOT_TRACK="True",
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_CONFIG_NOSYSTEM="1",
+    )
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(extra)
+    return env
+
+
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
     """Run a project command (cwd = repo root); fail the test with its output if it fails."""
     out = subprocess.run(
@@ -171,7 +189,7 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
 
 def import_to_bentoml(registry: TrainedRegistry, bentoml_home: Path, ref: str = "champion") -> None:
     """``serving/import_model.py`` against the session's registry, into ``bentoml_home``."""
-    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "DVC_NO_ANALYTICS": "1"}
+    env = clean_env(BENTOML_HOME=str(bentoml_home))
     run_cli(
         [
             sys.executable,
@@ -208,14 +226,12 @@ def start_service(
     home = workdir / "var"
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    env = {
-        **os.environ,
-        "BENTOML_HOME": str(bentoml_home),
-        "DEEPFAKENET_HOME": str(home),
-        "DEEPFAKENET_FEATURE_FLUSH_SECONDS": "0.5",
-        "BENTOML_DO_NOT_TRACK": "True",
+    env = clean_env(
+        BENTOML_HOME=str(bentoml_home),
+        DEEPFAKENET_HOME=str(home),
+        DEEPFAKENET_FEATURE_FLUSH_SECONDS="0.5",
         **(extra_env or {}),
-    }
+    )
     log_file = workdir / f"service-{port}.log"
     with log_file.open("wb") as log_handle:
         process = subprocess.Popen(
@@ -330,7 +346,7 @@ def competent_project(tmp_path_factory: pytest.TempPathFactory) -> CompetentProj
         ["git", "add", "-A"],
         ["git", "commit", "-qm", "data v1"],
     ):
-        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True, env=clean_env())
 
     cfg = compose_config(
         "train.yaml",

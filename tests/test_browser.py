@@ -30,7 +30,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, clean_env, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -79,13 +79,12 @@ def browser() -> Browser:
 def dashboards(service, trained_registry, tmp_path) -> Iterator[str]:
     """``streamlit run dashboards/app.py`` on a free loopback port, wired to the real service."""
     port = free_port()
-    env = {
-        **os.environ,
-        "DEEPFAKENET_SERVICE_URL": service.url,
-        "DEEPFAKENET_HOME": str(service.home),
-        "DEEPFAKENET_MLFLOW_TRACKING_URI": trained_registry.tracking_uri,
-        "DEEPFAKENET_ADMIN_PASSWORD": PASSWORD,
-    }
+    env = clean_env(
+        DEEPFAKENET_SERVICE_URL=service.url,
+        DEEPFAKENET_HOME=str(service.home),
+        DEEPFAKENET_MLFLOW_TRACKING_URI=trained_registry.tracking_uri,
+        DEEPFAKENET_ADMIN_PASSWORD=PASSWORD,
+    )
     log_file = tmp_path / "streamlit.log"
     with log_file.open("wb") as log:
         process = subprocess.Popen(

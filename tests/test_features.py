@@ -63,17 +63,26 @@ def test_empty_store_and_bad_vectors(tmp_path):
         write_features(tmp_path, [FeatureRow("x", "1", DAY1, np.zeros(10))])
 
 
-def test_writer_flushes_by_rows_by_age_and_on_close(tmp_path):
+def test_writer_flushes_by_rows_and_by_age(tmp_path):
     writer = FeatureWriter(tmp_path, flush_rows=4, flush_seconds=0.3)
-    writer.add(rows(4, DAY1))  # full: written at once
-    assert len(read_features(tmp_path)) == 4
-    writer.add(rows(1, DAY1, seed=1))
-    deadline = time.monotonic() + 5
-    while len(read_features(tmp_path)) < 5 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(read_features(tmp_path)) == 5, "the age-based flush did not run"
-    writer.flush_seconds = 60
-    writer.add(rows(2, DAY1, seed=2))
+    try:
+        writer.add(rows(4, DAY1))  # full: written at once, by the caller
+        assert len(read_features(tmp_path)) == 4
+        writer.add(rows(1, DAY1, seed=1))
+        deadline = time.monotonic() + 5
+        while len(read_features(tmp_path)) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(read_features(tmp_path)) == 5, "the age-based flush did not run"
+    finally:
+        writer.close()
+
+
+def test_writer_writes_the_rest_on_close_and_refuses_bad_rows(tmp_path):
+    writer = FeatureWriter(tmp_path, flush_rows=100, flush_seconds=60)
+    writer.add(rows(2, DAY1))
+    assert len(read_features(tmp_path)) == 0, "nothing is due yet"
+    with pytest.raises(ValueError, match="512"):
+        writer.add([FeatureRow("bad", "1", DAY1, np.zeros(3))])
     writer.close()
-    assert len(read_features(tmp_path)) == 7
-    assert not list(tmp_path.rglob("*.tmp")), "no temporary file is left behind"
+    assert len(read_features(tmp_path)) == 2
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")], "no temp file left"

@@ -1,5 +1,8 @@
 """The feedback loop end to end: a real git + DVC project, MLflow sqlite store and the service.
 
+The tests are one scenario, in file order, on one project (module-scoped): each builds on the
+registry, data and store state the previous one left.
+
 train v1 -> score images through the service -> post corrected feedback -> retrain -> a new
 ``data.dvc`` hash, MLflow v2 promoted, the running service answers with v2; a challenger made to
 lose is not promoted; below ``min_new_labels`` nothing happens; two concurrent runs: one
@@ -7,10 +10,10 @@ proceeds, one exits 75; rollback restores the previous champion.
 """
 
 import io
-import os
 import json
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ from tests.conftest import (
     COMPETENT_STRENGTH,
     ROOT,
     RunningService,
+    clean_env,
     run_cli,
     start_service,
     stop_service,
@@ -40,10 +44,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TOKEN = "retrain-test-token"
 #: The challenger's training in these tests: a few quick epochs on the tiny tree.
 FAST = [
-    "trainer=fast", "trainer.max_epochs=2", "trainer.limit_train_batches=4",
-    "trainer.limit_val_batches=1.0", "data.crop_size=32", "data.batch_size=16",
-    "data.num_workers=0", "data.val_fraction=0.25", "data.test_fraction=0.25",
-]  # fmt: skip
+    "trainer=fast",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=1.0",
+    "data.crop_size=32",
+    "data.batch_size=16",
+    "data.num_workers=0",
+    "data.val_fraction=0.25",
+    "data.test_fraction=0.25",
+]
 
 
 def hydra_list(key: str, items: list[str]) -> str:
@@ -58,20 +68,33 @@ class Project:
     service: RunningService
 
     def git(self, *args: str) -> str:
-        return subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True,
-                              check=True).stdout  # fmt: skip
+        return subprocess.run(
+            ["git", *args], cwd=self.root, capture_output=True, text=True, check=True
+        ).stdout
 
     def retrain(self, *overrides: str) -> subprocess.CompletedProcess[str]:
         args = [
-            sys.executable, "training/retrain.py", f"paths.root_dir={self.root}",
-            f"registry.tracking_uri={self.tracking_uri}", f"store.home={self.service.home}",
+            sys.executable,
+            "training/retrain.py",
+            f"paths.root_dir={self.root}",
+            f"registry.tracking_uri={self.tracking_uri}",
+            f"store.home={self.service.home}",
             f"hydra.run.dir={self.root}/logs/retrain/{time.monotonic_ns()}",
             f"report_dir={self.root}/reports/retrain/{time.monotonic_ns()}",
-            f"notify.service_url={self.service.url}", f"notify.admin_token={TOKEN}",
-            hydra_list("train_overrides", FAST), *overrides,
-        ]  # fmt: skip
-        return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900,
-                              check=False)  # fmt: skip
+            f"notify.service_url={self.service.url}",
+            f"notify.admin_token={TOKEN}",
+            hydra_list("train_overrides", FAST),
+            *overrides,
+        ]
+        return subprocess.run(
+            args,
+            cwd=ROOT,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
 
     def model_info(self) -> dict:
         return httpx.get(f"{self.service.url}/model", timeout=30).json()
@@ -82,9 +105,12 @@ def project(competent_project) -> Project:
     service = start_service(
         competent_project.root / "svc",
         competent_project.bentoml_home,
-        {"DEEPFAKENET_MLFLOW_TRACKING_URI": competent_project.tracking_uri,
-         "DEEPFAKENET_REGISTRY_POLL_SECONDS": "1", "DEEPFAKENET_ADMIN_TOKEN": TOKEN},
-    )  # fmt: skip
+        {
+            "DEEPFAKENET_MLFLOW_TRACKING_URI": competent_project.tracking_uri,
+            "DEEPFAKENET_REGISTRY_POLL_SECONDS": "1",
+            "DEEPFAKENET_ADMIN_TOKEN": TOKEN,
+        },
+    )
     yield Project(competent_project.root, competent_project.tracking_uri, service)
     stop_service(service)
 
@@ -110,16 +136,19 @@ def _score_and_correct(project: Project, n: int, seed: int) -> list[str]:
     with httpx.Client(base_url=project.service.url, timeout=60) as client:
         for data, label in _new_images(n, seed):
             pred = client.post("/predict", files={"image": ("x.png", data, "image/png")}).json()
-            fb = client.post("/feedback", json={"prediction_id": pred["prediction_id"],
-                                                "label": label, "comment": "truth"})  # fmt: skip
+            fb = client.post(
+                "/feedback",
+                json={"prediction_id": pred["prediction_id"], "label": label, "comment": "truth"},
+            )
             fb.raise_for_status()
             ids.append(fb.json()["feedback_id"])
     return ids
 
 
 def _report(result: subprocess.CompletedProcess[str], root: Path) -> dict:
-    reports = sorted((root / "reports" / "retrain").glob("*/report.json"),
-                     key=lambda p: p.stat().st_mtime)  # fmt: skip
+    reports = sorted(
+        (root / "reports" / "retrain").glob("*/report.json"), key=lambda p: p.stat().st_mtime
+    )
     assert reports, result.stderr[-3000:]
     return json.loads(reports[-1].read_text())
 
@@ -162,8 +191,22 @@ def test_concurrent_runs_one_promotes_one_exits(project):
     feedback_ids = _score_and_correct(project, 36, seed=200)
     v_before = data_version(project.root / "data.dvc")
     commits_before = project.git("rev-list", "--count", "HEAD").strip()
-    rule = ("collect.min_new_labels=10", "promotion.max_drop=0.25",
-            "promotion.feedback_must_improve=false")  # fmt: skip
+    rule = (
+        "collect.min_new_labels=10",
+        "promotion.max_drop=0.25",
+        "promotion.feedback_must_improve=false",
+    )
+    stop, statuses = threading.Event(), []
+
+    def traffic() -> None:  # clients keep scoring while the champion is swapped
+        img, _ = _new_images(1, seed=555)[0]
+        with httpx.Client(base_url=project.service.url, timeout=60) as client:
+            while not stop.is_set():
+                answer = client.post("/predict", files={"image": ("x.png", img, "image/png")})
+                statuses.append((answer.status_code, answer.json().get("model_version")))
+
+    background = threading.Thread(target=traffic, daemon=True)
+    background.start()
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda _: project.retrain(*rule), range(2)))
     codes = sorted(r.returncode for r in results)
@@ -180,8 +223,13 @@ def test_concurrent_runs_one_promotes_one_exits(project):
     assert v_after != v_before and report["data_version"] == v_after
     assert int(project.git("rev-list", "--count", "HEAD")) == int(commits_before) + 1
     assert project.git("status", "--porcelain", "data.dvc").strip() == ""
-    status = subprocess.run([sys.executable, "-m", "dvc", "status", "-c"], cwd=project.root,
-                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    status = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "-c"],
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "new" not in status, status
     assert len(list((project.root / "data").glob("*/feedback/*.png"))) == 40
 
@@ -201,6 +249,12 @@ def test_concurrent_runs_one_promotes_one_exits(project):
     assert used["used_at"].notna().all() and used["used_by"].str.contains(v_after).all()
     info = _wait_for_version(project, "2")
     assert info["data_version"] == v_after and info["alias"] == "champion"
+    time.sleep(1)
+    stop.set()
+    background.join(timeout=60)
+    codes = {code for code, _ in statuses}
+    assert codes == {200}, f"requests failed while the model was swapped: {codes}"
+    assert {version for _, version in statuses} == {"1", "2"}, "traffic spanned the swap"
     img, _ = _new_images(1, seed=999)[0]
     answer = httpx.post(f"{project.service.url}/predict", files={"image": ("x.png", img)}).json()
     assert answer["model_version"] == "2"
@@ -228,14 +282,40 @@ def test_a_losing_challenger_is_not_promoted(project):
     assert report["challenger_version"] == "3"
 
 
+def test_a_crash_midway_changes_nothing_that_serves(project):
+    feedback_ids = _score_and_correct(project, 12, seed=400)
+    client = MlflowClient(project.tracking_uri)
+    versions_before = len(client.search_model_versions("name = 'deepfakenet'"))
+    # The challenger's training fails (an unknown optimizer): exit 1, champion untouched,
+    # feedback still unused (the next run picks it up), the job run marked FAILED.
+    result = project.retrain(
+        "collect.min_new_labels=10",
+        hydra_list("train_overrides", [*FAST, "model.optimizer._target_=torch.optim.NoSuchOpt"]),
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "champion is unchanged" in result.stderr + result.stdout
+    assert str(registry.version_for_alias(client, "deepfakenet", "champion").version) == "2"
+    assert len(client.search_model_versions("name = 'deepfakenet'")) == versions_before
+    unused = Store(project.service.store_url).feedback_frame(unused_only=True)
+    assert set(feedback_ids) <= set(unused["feedback_id"])
+    assert registry.retrain_runs_frame(client, "deepfakenet").iloc[0]["status"] == "FAILED"
+    assert project.model_info()["model_version"] == "2"
+
+
 def test_rollback_restores_the_previous_champion(project):
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    env = clean_env()
     run_cli(
-        [sys.executable, "training/rollback.py", f"paths.root_dir={project.root}",
-         f"registry.tracking_uri={project.tracking_uri}", f"notify.service_url={project.service.url}",
-         f"notify.admin_token={TOKEN}", f"hydra.run.dir={project.root}/logs/rollback"],
+        [
+            sys.executable,
+            "training/rollback.py",
+            f"paths.root_dir={project.root}",
+            f"registry.tracking_uri={project.tracking_uri}",
+            f"notify.service_url={project.service.url}",
+            f"notify.admin_token={TOKEN}",
+            f"hydra.run.dir={project.root}/logs/rollback",
+        ],
         env,
-    )  # fmt: skip
+    )
     client = MlflowClient(project.tracking_uri)
     assert str(registry.version_for_alias(client, "deepfakenet", "champion").version) == "1"
     assert str(registry.version_for_alias(client, "deepfakenet", "previous").version) == "2"

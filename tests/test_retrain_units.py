@@ -64,6 +64,17 @@ def test_majority_wins_ties_are_skipped_or_latest(store):
     assert set(remaining["sha256"]) == {b}, "used feedback is not counted again"
 
 
+def test_a_late_vote_does_not_overturn_the_majority(store):
+    sha = "9" * 64
+    old = [store.add_feedback(_predict(store, sha), "fake") for _ in range(3)]
+    store.mark_feedback_used(old, "earlier run")
+    late = store.add_feedback(_predict(store, sha), "real")
+    labels, _ = collect_labels(store)
+    row = labels.set_index("sha256").loc[sha]
+    assert row["label"] == "fake" and row["votes"] == 4
+    assert row["feedback_ids"] == [late], "only the unused vote is consumed"
+
+
 def test_feedback_images_are_written_idempotently_and_relabelled(tmp_path):
     archive = ImageArchive(tmp_path / "images")
     shas = ["d" * 64, "e" * 64, "f" * 64]

@@ -3,7 +3,7 @@
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import numpy as np
 import pytest
@@ -79,6 +79,11 @@ def test_frames_filter_by_time_and_version_and_unused(store):
     assert list(store.predictions_frame(since=now - timedelta(days=1))["id"]) == [new.id]
     assert list(store.predictions_frame(until=now - timedelta(days=1))["id"]) == [old.id]
     assert list(store.predictions_frame(model_versions=["1"])["id"]) == [old.id]
+    # Bounds in another time zone mean the same instants (SQLite keeps naive UTC strings).
+    plus5 = timezone(timedelta(hours=5))
+    assert list(
+        store.predictions_frame(since=(now - timedelta(hours=1)).astimezone(plus5))["id"]
+    ) == [new.id]
     assert str(store.predictions_frame()["created_at"].dt.tz) == "UTC"
 
     first = store.add_feedback(old.id, "fake")

@@ -16,7 +16,6 @@ the prediction records themselves are committed to the SQL store synchronously.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import uuid
 from collections.abc import Sequence
@@ -29,6 +28,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+
+from deepfakenet.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +83,8 @@ def write_features(root: str | Path, rows: Sequence[FeatureRow]) -> list[Path]:
             },
             schema=SCHEMA,
         )
-        folder = root / f"date={day.isoformat()}"
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"part-{uuid.uuid4().hex}.parquet"
-        tmp = folder / f".{target.name}.tmp"  # dot-files are ignored by dataset readers
-        pq.write_table(table, tmp)
-        os.replace(tmp, target)
-        written.append(target)
+        target = root / f"date={day.isoformat()}" / f"part-{uuid.uuid4().hex}.parquet"
+        written.append(atomic_write(target, lambda handle, t=table: pq.write_table(t, handle)))
     return written
 
 
@@ -151,6 +147,9 @@ class FeatureWriter:
         flush_seconds: Longest time a row waits in the buffer.
     """
 
+    #: Rows kept while writes keep failing (a full disk); older rows are dropped past this.
+    MAX_BUFFERED_ROWS = 100_000
+
     def __init__(self, root: str | Path, flush_rows: int = 256, flush_seconds: float = 5.0) -> None:
         self.root = Path(root)
         self.flush_rows = flush_rows
@@ -163,7 +162,17 @@ class FeatureWriter:
         self._thread.start()
 
     def add(self, rows: Sequence[FeatureRow]) -> None:
-        """Queue rows; writes at once when the buffer is full."""
+        """Queue rows; writes at once when the buffer is full.
+
+        Raises:
+            ValueError: A vector is not ``FEATURE_DIM`` long (checked here, so one bad row can
+                never block the rows queued with it).
+        """
+        for row in rows:
+            if np.shape(row.features) != (FEATURE_DIM,):
+                raise ValueError(
+                    f"feature vectors must have {FEATURE_DIM} values, got {np.shape(row.features)}"
+                )
         with self._lock:
             self._rows.extend(rows)
             full = len(self._rows) >= self.flush_rows
@@ -182,6 +191,10 @@ class FeatureWriter:
             except Exception:
                 with self._lock:  # keep them for the next try rather than lose them
                     self._rows[:0] = rows
+                    excess = len(self._rows) - self.MAX_BUFFERED_ROWS
+                    if excess > 0:
+                        del self._rows[:excess]
+                        log.error("feature buffer full: dropped the %d oldest rows", excess)
                 log.exception(
                     "writing %d feature rows to %s failed; will retry", len(rows), self.root
                 )

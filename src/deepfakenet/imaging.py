@@ -114,6 +114,8 @@ def decode_image(data: bytes, limits: DecodeLimits | None = None) -> DecodedImag
     except (OSError, ValueError, SyntaxError, EOFError) as err:
         # Truncated or corrupt streams surface as OSError ("image file is truncated") et al.
         raise InvalidImageError(f"corrupt or truncated image: {err}") from err
+    # Nothing of the upload travels on with the pixels: EXIF, ICC profile, comments, text chunks.
+    rgb.info = {}
     return DecodedImage(image=rgb, format=fmt, width=rgb.width, height=rgb.height)
 
 

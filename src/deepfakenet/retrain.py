@@ -26,11 +26,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from torch.utils.data import DataLoader
 from deepfakenet import registry
 from deepfakenet.data.datamodule import DeepfakeDataModule, ImageDataset
 from deepfakenet.errors import DeepFakeNetError
+from deepfakenet.files import atomic_write
 from deepfakenet.inference import predict_loader
 from deepfakenet.lineage import data_version
 from deepfakenet.models.net import LABELS
@@ -83,35 +83,36 @@ class RetrainReport:
     challenger_metrics: dict[str, float] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
 
-    @property
-    def exit_code(self) -> ExitCode:
-        """Every completed run exits 0; the decision is in the report."""
-        return ExitCode.OK
-
 
 # ------------------------------------------------------------------------------ 1. collect
 
 
 def collect_labels(store: Store, min_votes: int = 1, tie: str = "skip") -> tuple[pd.DataFrame, int]:
-    """One label per image from the feedback not used yet.
+    """One label per image that received feedback not used yet.
+
+    The label is the majority of *all* the image's votes (used ones included), so one late
+    vote cannot overturn an image many people agreed on; an image counts as new when at least
+    one of its votes is unused.
 
     Args:
         store: The prediction + feedback store.
-        min_votes: Least number of feedback rows an image needs.
+        min_votes: Least number of votes an image needs.
         tie: ``skip`` drops images whose votes are tied; ``latest`` takes the newest vote.
 
     Returns:
-        ``(labels, ties)``: a frame with ``sha256``, ``label``, ``votes``, ``feedback_ids``
-        (list), sorted by hash; and how many images were skipped as ties.
+        ``(labels, ties)``: a frame with ``sha256``, ``label``, ``votes``, ``feedback_ids`` (the
+        unused ones, to mark once consumed), sorted by hash; and how many images were skipped
+        as ties.
     """
     if tie not in {"skip", "latest"}:
         raise ValueError(f"tie must be 'skip' or 'latest', got {tie!r}")
-    feedback = store.feedback_frame(unused_only=True)
+    feedback = store.feedback_frame()
+    fresh = set(feedback.loc[feedback["used_at"].isna(), "sha256"])
     rows, ties = [], 0
-    for sha, group in feedback.groupby("sha256", sort=True):
-        counts = group["human_label"].value_counts()
+    for sha, group in feedback[feedback["sha256"].isin(fresh)].groupby("sha256", sort=True):
         if len(group) < min_votes:
             continue
+        counts = group["human_label"].value_counts()
         top = counts[counts == counts.max()]
         if len(top) > 1:
             if tie == "skip":
@@ -120,14 +121,8 @@ def collect_labels(store: Store, min_votes: int = 1, tie: str = "skip") -> tuple
             label = group.sort_values("created_at")["human_label"].iloc[-1]
         else:
             label = top.index[0]
-        rows.append(
-            {
-                "sha256": sha,
-                "label": label,
-                "votes": len(group),
-                "feedback_ids": group["feedback_id"].tolist(),
-            }
-        )
+        unused = group.loc[group["used_at"].isna(), "feedback_id"].tolist()
+        rows.append({"sha256": sha, "label": label, "votes": len(group), "feedback_ids": unused})
     return pd.DataFrame(rows, columns=["sha256", "label", "votes", "feedback_ids"]), ties
 
 
@@ -157,11 +152,8 @@ def write_feedback_images(
                 (data_dir / other / folder / f"{row.sha256}.png").unlink(missing_ok=True)
         target = data_dir / row.label / folder / f"{row.sha256}.png"
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-            os.close(fd)
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
+            content = source.read_bytes()
+            atomic_write(target, lambda handle, data=content: handle.write(data))
         written.append(row.sha256)
     return written, missing
 
@@ -273,7 +265,11 @@ def _retrain_locked(cfg: DictConfig, train_cfg: DictConfig, eval_cfg: DictConfig
         labels, report.skipped_ties = collect_labels(store, cfg.collect.min_votes, cfg.collect.tie)
         root, data_dir = Path(cfg.paths.root_dir), Path(cfg.paths.data_dir)
         archive = ImageArchive(cfg.store.image_dir)
-        usable = labels[[archive.exists(s) for s in labels["sha256"]]]
+        archive.purge(
+            timedelta(days=float(cfg.store.image_retention_days)),
+            keep=store.shas_with_feedback(),
+        )
+        usable = labels[labels["sha256"].map(archive.exists).astype(bool)]
         report.skipped_missing_images = len(labels) - len(usable)
         report.new_labels = len(usable)
         if len(usable) < cfg.collect.min_new_labels:
@@ -308,8 +304,9 @@ def _retrain_locked(cfg: DictConfig, train_cfg: DictConfig, eval_cfg: DictConfig
             [i for ids in usable["feedback_ids"] for i in ids],
             used_by=f"data:{report.data_version} run:{report.job_run_id}",
         )
-        _log_job(client, report)
         client.set_terminated(report.job_run_id, status="FINISHED")
+        if report.status == "promoted":
+            notify_service(cfg.notify)
         return _finish(cfg, report)
     finally:
         store.close()
@@ -368,12 +365,10 @@ def _train_and_compare(
     promote, report.reasons = decide(
         report.champion_metrics, report.challenger_metrics, cfg.promotion
     )
+    report.status = "promoted" if promote else "kept"
+    _log_job(client, report)  # the decision is on record before anything changes
     if promote:
-        registry.promote(client, name, challenger.version)
-        report.status = "promoted"
-        notify_service(cfg.notify)
-    else:
-        report.status = "kept"
+        registry.promote(client, name, challenger.version)  # the last change to the registry
     log.info("challenger v%s %s: %s", challenger.version, report.status, report.reasons)
 
 
@@ -416,7 +411,7 @@ def notify_service(notify: DictConfig) -> None:
         )
         response.raise_for_status()
         log.info("service at %s now serves %s", url, response.json().get("model_version"))
-    except httpx.HTTPError as err:  # the promotion stands; the service will poll or restart
+    except Exception as err:  # the alias already moved; the service will poll or restart
         log.warning("could not notify the service at %s: %s", url, err)
 
 

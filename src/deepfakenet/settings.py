@@ -36,7 +36,8 @@ class ServiceSettings(BaseSettings):
         feature_flush_rows: Buffered feature rows that trigger a Parquet write.
         feature_flush_seconds: Longest time a feature row waits in the buffer.
         mlflow_tracking_uri: Registry the service polls for a new champion (None: no polling).
-        registry_poll_seconds: Poll interval for the champion alias; 0 turns polling off.
+        registry_poll_seconds: Poll interval for the champion alias (with a tracking URI); 0
+            turns polling off (then only ``/admin/reload`` and restarts pick a new champion).
         admin_token: Bearer token for the admin endpoints (reload); None disables them.
         max_batch_size: Largest adaptive batch of the inference API.
         max_latency_ms: Latency budget of the adaptive batcher (requests over it answer 503).
@@ -57,9 +58,9 @@ class ServiceSettings(BaseSettings):
     feature_flush_rows: int = Field(default=256, gt=0)
     feature_flush_seconds: float = Field(default=5.0, gt=0)
     mlflow_tracking_uri: str | None = None
-    registry_poll_seconds: float = Field(default=0.0, ge=0)
-    admin_token: str | None = None
-    max_batch_size: int = Field(default=32, gt=0)
+    registry_poll_seconds: float = Field(default=30.0, ge=0)
+    admin_token: SecretStr | None = None
+    max_batch_size: int = Field(default=32, ge=2)  # BentoML's batchable APIs need 2 or more
     max_latency_ms: int = Field(default=10_000, gt=0)
 
     @model_validator(mode="after")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -31,6 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from deepfakenet.errors import InvalidFeedbackError, NotFoundError
+from deepfakenet.files import atomic_write
 from deepfakenet.models.net import LABELS
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,12 @@ class Store:
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         if create:
             Base.metadata.create_all(self.engine)
-        log.info("store at %s", self.engine.url.render_as_string(hide_password=True))
+        log.info("store at %s", self.safe_url)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password, for logs."""
+        return self.engine.url.render_as_string(hide_password=True)
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -313,13 +318,18 @@ def _filtered(
     until: datetime | None,
     model_versions: Sequence[str] | None,
 ) -> sa.Select[Any]:
+    # SQLite keeps naive UTC strings: compare in UTC (a naive bound is taken as UTC already).
     if since is not None:
-        query = query.where(table.created_at >= since)
+        query = query.where(table.created_at >= _as_utc(since))
     if until is not None:
-        query = query.where(table.created_at < until)
+        query = query.where(table.created_at < _as_utc(until))
     if model_versions and table is Prediction:
         query = query.where(Prediction.model_version.in_(list(model_versions)))
     return query
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _as_dict(row: Base) -> dict[str, Any]:
@@ -358,18 +368,13 @@ class ImageArchive:
         """Store ``image`` under its upload's hash unless it is already there."""
         target = self.path(sha256)
         if target.exists():
-            os.utime(target)  # restart its retention clock
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                image.save(handle, format="PNG")
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+            try:
+                os.utime(target)  # restart its retention clock
+                return target
+            except FileNotFoundError:  # purged a moment ago: write it again
+                pass
+        # PNG keeps every pixel; nothing of the upload's metadata (decode_image drops it).
+        return atomic_write(target, lambda handle: image.save(handle, format="PNG"))
 
     def exists(self, sha256: str) -> bool:
         """Whether the image with this hash is archived."""
