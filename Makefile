@@ -16,12 +16,14 @@ export BENTOML_HOME ?= $(CURDIR)/bentoml-home
 export BENTOML_DO_NOT_TRACK ?= True
 HOST ?= 127.0.0.1
 PORT ?= 3000
+# Where `make dashboards` listens (the detector page at /, the admin page at /admin).
+DASHBOARD_PORT ?= 8501
 
 export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: help setup demo data train evaluate bento serve bento-build test test-fast lint format mlflow-ui clean
+.PHONY: help setup demo data train evaluate generalisation retrain rollback bento serve bento-build dashboards test test-fast lint format mlflow-ui clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -47,6 +49,11 @@ train: setup ## Train on data/ (extra Hydra overrides: make train ARGS="trainer.
 evaluate: setup ## Evaluate a registered model (make evaluate REF=champion|latest|<N>)
 	$(PY) training/evaluate.py model_ref=$(or $(REF),latest)
 
+# Trains one model per fold (every family out, every source out, plus one on everything), so it
+# costs about nine trainings of the recipe; ARGS="--quick" runs it on tiny data in a minute.
+generalisation: setup ## Leave-one-out + perturbation table of a recipe (EXP=demo|generalise)
+	$(PY) benchmarks/generalisation.py experiment=$(or $(EXP),demo) $(ARGS)
+
 demo: data ## The main job: data -> DVC -> train -> register -> evaluate, on the embedded default
 	$(PY) training/train.py experiment=demo
 	$(PY) training/evaluate.py model_ref=latest
@@ -56,12 +63,26 @@ demo: data ## The main job: data -> DVC -> train -> register -> evaluate, on the
 	@echo "Browse runs and the registry:  make mlflow-ui   (http://127.0.0.1:5000)"
 	@echo "Serve the champion over HTTP:  make serve       (http://$(HOST):$(PORT), docs at /)"
 
+retrain: setup ## Feedback -> DVC data version -> challenger -> promote if better (safe for cron)
+	$(PY) training/retrain.py $(ARGS)
+
+rollback: setup ## Make the previous champion the champion again
+	$(PY) training/rollback.py
+
 bento: setup ## Import the MLflow champion into the BentoML model store (REF=champion|<N>)
 	$(PY) serving/import_model.py model_ref=$(or $(REF),champion)
 
 serve: setup ## Serve the champion on http://$(HOST):$(PORT) (imports it first if the store lacks it)
 	$(PY) serving/import_model.py model_ref=champion if_missing=true
 	$(VENV)/bin/bentoml serve serving.service:DeepfakeDetector --host $(HOST) --port $(PORT)
+
+# The service URL defaults to this Makefile's HOST:PORT (what `make serve` uses); set
+# DEEPFAKENET_SERVICE_URL for another one. The admin page stays closed until
+# DEEPFAKENET_ADMIN_PASSWORD is set. Stores and registry: the service's DEEPFAKENET_* variables.
+dashboards: setup ## Detector + admin pages on http://$(HOST):$(DASHBOARD_PORT) (needs `make serve`)
+	DEEPFAKENET_SERVICE_URL="$${DEEPFAKENET_SERVICE_URL:-http://$(HOST):$(PORT)}" \
+	$(VENV)/bin/streamlit run dashboards/app.py --server.address $(HOST) \
+		--server.port $(DASHBOARD_PORT) --server.headless true --browser.gatherUsageStats false
 
 bento-build: bento ## Build a Bento (service + code + model) for deployment: `bentoml containerize` it
 	$(VENV)/bin/bentoml build -f serving/bentofile.yaml .

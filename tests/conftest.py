@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import mlflow
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -31,15 +32,28 @@ CONF_DIR = ROOT / "conf"
 PG_URL = os.environ.get(
     "DEEPFAKENET_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+#: MLflow's process-wide store settings, which ``mlflow.set_*_uri`` also exports to os.environ.
+MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 @pytest.fixture(autouse=True)
-def _isolate_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Never touch the user's MLflow store, BentoML home or DVC analytics from a test."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def _isolate_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Never touch the user's MLflow store, BentoML home or DVC analytics from a test.
+
+    ``registry.use`` sets MLflow's process-wide tracking and registry URIs, and MLflow exports
+    them to ``os.environ`` for subprocesses; reset both afterwards, or the next test (and every
+    service or job it starts) would talk to this test's store, perhaps a database since dropped.
+    """
+    for var in MLFLOW_URI_VARS:
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    yield
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    for var in MLFLOW_URI_VARS:
+        os.environ.pop(var, None)
 
 
 @pytest.fixture(scope="session")
@@ -160,7 +174,7 @@ def trained_registry(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment for a project subprocess, isolated from the developer's.
 
-    No ``DEEPFAKENET_*`` settings or ``MLFLOW_TRACKING_URI`` (they would point a test at a real
+    No ``DEEPFAKENET_*`` settings or MLflow URIs (they would point a test at a real
     store), no global git config (signing hooks, hooks paths), no analytics.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPFAKENET_")}
@@ -170,7 +184,8 @@ def clean_env(**extra: str) -> dict[str, str]:
         GIT_CONFIG_GLOBAL=os.devnull,
         GIT_CONFIG_NOSYSTEM="1",
     )
-    env.pop("MLFLOW_TRACKING_URI", None)
+    for var in MLFLOW_URI_VARS:
+        env.pop(var, None)
     env.update(extra)
     return env
 

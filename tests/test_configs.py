@@ -41,3 +41,21 @@ def test_evaluate_and_generate_configs_compose():
     assert compose_config("evaluate.yaml").model_ref == "champion"
     assert compose_config("generate.yaml").synth._target_.endswith("generate_dataset")
     GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize(
+    "experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+)
+def test_generalisation_config_composes_for_every_experiment(experiment):
+    from deepfakenet.protocol import ProtocolSettings
+
+    cfg = compose_config("generalisation.yaml", [f"experiment={experiment}"])
+    train_cfg = compose_config("train.yaml", [f"experiment={experiment}"])
+    # The recipe each fold trains is exactly the experiment's training recipe.
+    for group in ("data", "model", "trainer", "calibration"):
+        assert cfg[group] == train_cfg[group], group
+    assert cfg.register is False and cfg.synth._target_.endswith("generate_dataset")
+    settings = ProtocolSettings.from_config(cfg.protocol)
+    assert {"jpeg95", "jpeg75", "jpeg50", "downscale0.5", "blur1"} <= set(settings.perturbations)
+    assert set(settings.source_conditions) <= set(settings.perturbations)
+    GlobalHydra.instance().clear()

@@ -46,3 +46,31 @@ def test_missing_weights_fail_clearly_without_downloading(tmp_path, monkeypatch)
         DeepfakeNet(weights="IMAGENET1K_V1")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         DeepfakeNet(weights=str(tmp_path / "nope.pth"))
+
+
+def test_highpass_input_filter_ignores_flat_content_and_keeps_state_dict_keys():
+    plain, filtered = DeepfakeNet(crop_size=32), DeepfakeNet(crop_size=32, input_filter="highpass")
+    assert set(filtered.state_dict()) == set(plain.state_dict()), "the filter has no weights"
+    flat = torch.full((1, 3, 32, 32), 0.7)
+    assert filtered.input_filter(flat).abs().max() < 1e-6
+    x = torch.randn(2, 3, 32, 32)
+    filtered.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(filtered.backbone.fc(filtered.features(x)), filtered(x))
+    with pytest.raises(ValueError, match="input_filter"):
+        DeepfakeNet(input_filter="sobel")
+
+
+def test_models_pickled_before_the_input_filter_still_load():
+    import pickle
+
+    net = DeepfakeNet(crop_size=32).eval()
+    del net._modules["input_filter"]  # what an older pickled model looks like
+    del net._buffers["logit_bias"]
+    restored = pickle.loads(pickle.dumps(net))
+    with torch.no_grad():
+        assert restored(torch.randn(1, 3, 32, 32)).shape == (1, 2)
+        assert float(restored.logit_bias) == 0.0
+        prob = restored.predict_proba(torch.randn(1, 3, 32, 32))
+    assert prob.shape == (1,)
+    assert "logit_bias" in restored.state_dict(), "a warm start can load it into a new net"

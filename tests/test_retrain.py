@@ -135,7 +135,9 @@ def _score_and_correct(project: Project, n: int, seed: int) -> list[str]:
     ids = []
     with httpx.Client(base_url=project.service.url, timeout=60) as client:
         for data, label in _new_images(n, seed):
-            pred = client.post("/predict", files={"image": ("x.png", data, "image/png")}).json()
+            answer = client.post("/predict", files={"image": ("x.png", data, "image/png")})
+            assert answer.status_code == 200, (answer.text, project.service.log_tail())
+            pred = answer.json()
             fb = client.post(
                 "/feedback",
                 json={"prediction_id": pred["prediction_id"], "label": label, "comment": "truth"},

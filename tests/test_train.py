@@ -49,14 +49,23 @@ def test_train_registers_logs_and_evaluates(cfg_train, cfg_evaluate, tmp_path):
         "plots/test_roc.png",
         "plots/test_confusion_matrix.png",
         "plots/test_reliability.png",
+        "plots/val_reliability_before.png",
+        "plots/val_reliability_after.png",
     ):
         assert name in artifacts, (name, artifacts)
+    for key in ("temperature", "threshold", "nll_before", "nll_after", "ece_before", "ece_after"):
+        assert f"calibration/{key}" in run.data.metrics, key
+    assert metrics["calibration/nll_after"] <= metrics["calibration/nll_before"] + 1e-9
 
-    # The registered model loads back as the network, with hooks intact (pickle format).
+    # The registered model loads back as the network, with hooks intact (pickle format), and
+    # carries the temperature and threshold fitted on validation.
     mlflow.set_tracking_uri(cfg_train.registry.tracking_uri)
     net, version = load_net("deepfakenet", CHAMPION)
     assert str(version.version) == "1" and net.crop_size == 32
     assert net.backbone.layer4 is not None and callable(net.features)
+    assert float(net.temperature) == pytest.approx(metrics["calibration/temperature"], rel=1e-5)
+    assert float(net.threshold) == pytest.approx(metrics["calibration/threshold"], rel=1e-5)
+    assert float(net.threshold) != 0.5, "the threshold is chosen on validation, not the default"
 
     # A second run trains version 2; the champion stays on version 1.
     _, objects2 = train(cfg_train)
@@ -65,10 +74,21 @@ def test_train_registers_logs_and_evaluates(cfg_train, cfg_evaluate, tmp_path):
 
     cfg_evaluate.model_ref = "latest"
     cfg_evaluate.report_dir = str(tmp_path / "report")
+    cfg_evaluate.robustness = True
     report = evaluate(cfg_evaluate)
     written = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert written == report and str(report["model_version"]) == "2"
     assert set(report["metrics"]) == {"auroc", "ap", "ece", "acc", "f1"}
+    # Evaluation scores with the stored temperature and threshold of the registered model.
+    net2, _ = load_net("deepfakenet", "2")
+    assert report["threshold"] == pytest.approx(float(net2.threshold))
+    assert report["temperature"] == pytest.approx(float(net2.temperature))
+    conditions = [row["condition"] for row in report["robustness"]]
+    assert conditions[0] == "native" and {"jpeg75", "downscale0.5", "full_image"} <= set(conditions)
+    native = report["robustness"][0]
+    assert native["auroc"] == pytest.approx(report["metrics"]["auroc"], abs=1e-6)
+    assert native["acc"] == pytest.approx(report["metrics"]["acc"], abs=1e-6)
+    assert (tmp_path / "report" / "robustness.md").read_text().startswith("| condition")
     assert report["n_samples"] == int((objects2["datamodule"].index["split"] == "test").sum())
     for png in ("roc.png", "confusion_matrix.png", "reliability.png"):
         assert (tmp_path / "report" / png).stat().st_size > 1000

@@ -1,4 +1,9 @@
-"""Evaluate a registered model: ``python training/evaluate.py model_ref=champion|previous|<N>``."""
+"""Evaluate: ``python training/evaluate.py model_ref=champion|previous|<N> [robustness=true]``.
+
+With ``--config-name generalisation`` it runs the generalisation protocol instead (leave one fake
+family out, leave one real source out, perturbations), which trains one model per fold:
+``python training/evaluate.py --config-name generalisation experiment=demo``.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,19 @@ import hydra
 from omegaconf import DictConfig
 
 from deepfakenet.pipeline import evaluate
+from deepfakenet.protocol import run_generalisation, to_markdown
 
 log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate.yaml")
 def main(cfg: DictConfig) -> float:
-    """Run the evaluation job; return the test AUROC."""
+    """Run the evaluation job; return the test AUROC (the protocol: worst held-out family's)."""
+    if cfg.task_name == "generalisation":
+        result = run_generalisation(cfg)
+        log.info("generalisation goals:\n%s", to_markdown(result.goals))
+        family = result.table[result.table["protocol"] == "family_out"]["auroc"]
+        return float(family.min()) if len(family) else float("nan")
     report = evaluate(cfg)
     log.info("test metrics of %s:\n%s", report["model"], json.dumps(report["metrics"], indent=2))
     return report["metrics"]["auroc"]

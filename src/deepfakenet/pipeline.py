@@ -22,12 +22,20 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
 from deepfakenet import registry
+from deepfakenet.calibration import (
+    CalibrationConfig,
+    CalibrationResult,
+    calibrate,
+    calibrated_prob,
+)
 from deepfakenet.data.datamodule import DeepfakeDataModule
 from deepfakenet.inference import predict_loader
 from deepfakenet.lineage import data_version, git_commit
 from deepfakenet.metrics import compute_metrics
 from deepfakenet.models.module import DetectorModule
-from deepfakenet.plots import evaluation_figures
+from deepfakenet.models.net import DeepfakeNet
+from deepfakenet.plots import evaluation_figures, reliability_figure
+from deepfakenet.protocol import ProtocolSettings, robustness_table, to_markdown
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +103,37 @@ def _write_json(path: str | Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True))
 
 
+def _calibrate(
+    cfg: DictConfig,
+    model: DetectorModule,
+    datamodule: DeepfakeDataModule,
+    mlflow_logger: MLFlowLogger,
+) -> CalibrationResult:
+    """Fit temperature, offset and threshold on the validation split; log metrics and figures.
+
+    Runs on the best weights, before testing and registration, so the test metrics and the
+    registered model both use the calibrated probability and the chosen threshold.
+    """
+    config: CalibrationConfig = (
+        hydra.utils.instantiate(cfg.calibration) if cfg.get("calibration") else CalibrationConfig()
+    )
+    logits, targets = predict_loader(model.net, datamodule.val_dataloader())
+    result = calibrate(model.net, logits, targets, config)
+    mlflow_logger.log_metrics(result.as_metrics())
+    prob_before = calibrated_prob(logits).numpy()
+    prob_after = model.net.prob_from_logits(logits).numpy()
+    with mlflow.start_run(run_id=mlflow_logger.run_id):
+        for stage, prob, ece in (
+            ("before", prob_before, result.ece_before),
+            ("after", prob_after, result.ece_after),
+        ):
+            title = f"Validation, {stage} scaling (ECE {ece:.3f})"
+            fig = reliability_figure(prob, targets.numpy(), title=title)
+            mlflow.log_figure(fig, f"plots/val_reliability_{stage}.png")
+            plt.close(fig)
+    return result
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Train, test, log and (optionally) register a detector.
 
@@ -113,6 +152,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     datamodule: DeepfakeDataModule = hydra.utils.instantiate(cfg.data)
     log.info("instantiating model <%s>", cfg.model._target_)
     model: DetectorModule = hydra.utils.instantiate(cfg.model)
+    if cfg.get("init_from") is not None:
+        # Warm start (the retraining loop's challenger): every weight of a registered version;
+        # temperature and threshold are refitted after training anyway.
+        source, _ = registry.load_net(cfg.registry.model_name, cfg.init_from)
+        model.net.load_state_dict(source.state_dict())
+        log.info("initialised from %s", registry.model_uri(cfg.registry.model_name, cfg.init_from))
     callbacks: list[Callback] = _instantiate_group(cfg.get("callbacks"), "callback")
     loggers: list[Logger] = _instantiate_group(cfg.get("logger"), "logger")
     mlflow_logger = next((lg for lg in loggers if isinstance(lg, MLFlowLogger)), None)
@@ -129,8 +174,16 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    log.info("testing %s", best or "the last weights")
-    trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None)
+    if best:
+        log.info("restoring the best weights from %s", best)
+        checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+        model.load_state_dict(checkpoint["state_dict"])
+    calibration = _calibrate(cfg, model, datamodule, mlflow_logger)
+    metrics.update(calibration.as_metrics())
+    # No ckpt_path here: reloading the checkpoint would undo the calibration just stored in the
+    # net's buffers, and the test metrics must be those of the model that gets registered.
+    log.info("testing the calibrated model")
+    trainer.test(model=model, datamodule=datamodule)
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
 
     objects: dict[str, Any] = {
@@ -182,7 +235,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """
     registry.use(registry_config(cfg))
     net, version = registry.load_net(cfg.registry.model_name, cfg.model_ref)
-    datamodule: DeepfakeDataModule = hydra.utils.instantiate(cfg.data, crop_size=net.crop_size)
+    # Scored at the side the model was registered with, whatever the data config says.
+    datamodule: DeepfakeDataModule = hydra.utils.instantiate(cfg.data, eval_crop_size=net.crop_size)
     datamodule.setup("test")
     logits, targets = predict_loader(net, datamodule.test_dataloader())
     prob = net.prob_from_logits(logits)
@@ -200,9 +254,28 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "metrics": compute_metrics(prob, targets, threshold),
     }
     out = Path(cfg.report_dir)
+    if cfg.get("robustness"):
+        table = _robustness(cfg, net, datamodule)
+        report["robustness"] = table.to_dict(orient="records")
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / "robustness.csv", index=False)
+        (out / "robustness.md").write_text(to_markdown(table))
     _write_json(out / "metrics.json", report)
     for name, fig in evaluation_figures(prob.numpy(), targets.numpy(), threshold).items():
         fig.savefig(out / name, dpi=100)
         plt.close(fig)
     log.info("evaluation of %s written to %s: %s", report["model"], out, report["metrics"])
     return report
+
+
+def _robustness(cfg: DictConfig, net: DeepfakeNet, datamodule: DeepfakeDataModule) -> pd.DataFrame:
+    """The test split scored under each perturbation of ``cfg.protocol`` and on full images."""
+    settings = ProtocolSettings.from_config(cfg.protocol)
+    return robustness_table(
+        net,
+        datamodule.split_index("test"),
+        settings.perturbations,
+        full_image=settings.full_image,
+        batch_size=settings.batch_size,
+        num_workers=settings.num_workers,
+    )

@@ -127,11 +127,12 @@ def build_transform(
         if aug.color_jitter_p > 0:
             jitter = v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02)
             steps.append(v2.RandomApply([jitter], p=aug.color_jitter_p))
-        if aug.jpeg_p > 0:
-            steps.append(v2.RandomApply([v2.JPEG(list(aug.jpeg_quality))], p=aug.jpeg_p))
+        # Blur before JPEG, the order a camera or a resizing pipeline applies them in.
         if aug.blur_p > 0:
             blur = v2.GaussianBlur(kernel_size=5, sigma=aug.blur_sigma)
             steps.append(v2.RandomApply([blur], p=aug.blur_p))
+        if aug.jpeg_p > 0:
+            steps.append(v2.RandomApply([v2.JPEG(list(aug.jpeg_quality))], p=aug.jpeg_p))
     else:
         steps.append(EnsureMinSize(crop_size))
         if center_crop:

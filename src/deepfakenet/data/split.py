@@ -37,7 +37,7 @@ def assign_split(sha256: str, val_fraction: float, test_fraction: float) -> str:
     Returns:
         The split name.
     """
-    if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
+    if not (val_fraction >= 0 and test_fraction >= 0 and val_fraction + test_fraction < 1):
         raise ValueError(
             f"split fractions must be >= 0 and sum below 1, got val={val_fraction} "
             f"test={test_fraction}"
@@ -85,7 +85,9 @@ def scan_image_tree(
     Returns:
         A frame with ``path`` (absolute), ``relpath``, ``label``, ``target``, ``group`` (first
         folder below the class, e.g. a source or fake family; ``""`` for files directly in it),
-        ``sha256``, ``width``, ``height`` and ``split``, sorted by ``relpath``.
+        ``sha256``, ``width``, ``height`` and ``split``, sorted by ``sha256``: a stable order
+        that mixes classes and groups, so an evaluation loader cut short (Lightning's
+        ``limit_val_batches``) still sees both classes instead of the first folder only.
     """
     root = Path(root)
     limits = limits or DecodeLimits()
@@ -122,9 +124,20 @@ def scan_image_tree(
                 "split": assign_split(sha, val_fraction, test_fraction),
             }
         )
-    frame = pd.DataFrame(rows, columns=[
-        "path", "relpath", "label", "target", "group", "sha256", "width", "height", "split"
-    ])
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "path",
+            "relpath",
+            "label",
+            "target",
+            "group",
+            "sha256",
+            "width",
+            "height",
+            "split",
+        ],
+    )
     conflicts = frame.groupby("sha256")["label"].nunique()
     conflicting = set(conflicts[conflicts > 1].index)
     if conflicting:
@@ -143,4 +156,4 @@ def scan_image_tree(
         root,
         frame.groupby(["split", "label"]).size().to_dict(),
     )
-    return frame.sort_values("relpath").reset_index(drop=True)
+    return frame.sort_values("sha256").reset_index(drop=True)

@@ -9,9 +9,9 @@ two through a generator-like path (transposed convolution, resize-convolution, s
 convolution). Those paths leave the period-2 checkerboard / spectral-peak traces real generators
 leave, which is what a detector should learn.
 
-The pool is tiny (ten photos), so diversity comes from random crops at random scales and
-positions. Both classes are drawn from the same photos with the same crop procedure, so content,
-colour and scale are not label cues; only the re-synthesis is.
+The pool is tiny (sixteen photos from four sources), so diversity comes from random crops at
+random scales and positions. Both classes are drawn from the same photos with the same crop
+procedure, so content, colour and scale are not label cues; only the re-synthesis is.
 
 Layout written by :func:`generate_dataset` (ImageFolder-style, one folder per class)::
 
@@ -105,6 +105,24 @@ def _grace_hopper() -> np.ndarray:
         return _as_rgb_uint8(np.asarray(img.convert("RGB")))
 
 
+def _skimage_grey(name: str) -> Callable[[], np.ndarray]:
+    """Loader for a greyscale photo bundled with scikit-image, replicated to three channels.
+
+    A black-and-white camera is a genuinely different source: the detector must not learn that
+    "colourless" means anything, so these photos join the pool (and fakes are made from them too).
+    """
+
+    def load() -> np.ndarray:
+        import skimage.data
+
+        grey = np.asarray(getattr(skimage.data, name)())
+        if grey.ndim != 2 or grey.dtype != np.uint8:
+            raise ValueError(f"expected a 2-D uint8 greyscale photo, got {grey.shape} {grey.dtype}")
+        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+
+    return load
+
+
 def _sklearn_sample(index: int) -> Callable[[], np.ndarray]:
     """Loader for one of scikit-learn's two bundled sample images (0: china, 1: flower)."""
 
@@ -128,22 +146,46 @@ REAL_SOURCES: dict[str, dict[str, Callable[[], np.ndarray]]] = {
     },
     "matplotlib": {"grace_hopper": _grace_hopper},
     "sklearn": {"china": _sklearn_sample(0), "flower": _sklearn_sample(1)},
+    "skimage_grey": {
+        "camera": _skimage_grey("camera"),
+        "moon": _skimage_grey("moon"),
+        "coins": _skimage_grey("coins"),
+        "grass": _skimage_grey("grass"),
+        "gravel": _skimage_grey("gravel"),
+        "brick": _skimage_grey("brick"),
+    },
 }
-"""Source package -> photo name -> loader returning an HxWx3 uint8 photo.
+"""Source -> photo name -> loader returning an HxWx3 uint8 photo.
 
-Only colour photographs that ship inside the installed wheels are listed; scikit-image images
-that are fetched with pooch on first use (``lily``, ``skin``, ``kidney``, ...) are left out
-because they fail offline. Non-photographs (``logo``, ``colorwheel``) and microscopy / medical
-images (``immunohistochemistry``, ``retina``) are left out too, and ``cat`` duplicates
-``chelsea``.
+Only photographs that ship inside the installed wheels are listed; scikit-image images that are
+fetched with pooch on first use (``lily``, ``skin``, ``kidney``, ...) are left out because they
+fail offline. Non-photographs (``logo``, ``colorwheel``, ``page``, ``text``) and microscopy /
+medical images (``immunohistochemistry``, ``retina``, ``cell``) are left out too, and ``cat``
+duplicates ``chelsea``. ``skimage_grey`` holds scikit-image's black-and-white photographs
+(replicated to RGB): a fourth source from a different kind of camera, so a leave-one-source-out
+protocol has more than one colour pipeline to hold out. Photo names are unique across sources,
+which lets :func:`photo_source` map a file name back to its source.
 """
+
+
+def photo_source(photo: str) -> str | None:
+    """The source a photo name belongs to, or None for a name the pool does not know.
+
+    Files written by :func:`generate_dataset` are named ``<photo>_<index>.png`` in both classes,
+    so this recovers which source a *fake* was made from (its folder names the family), which a
+    leave-one-source-out protocol needs to keep that source's fakes out of training too.
+    """
+    for source, photos in REAL_SOURCES.items():
+        if photo in photos:
+            return source
+    return None
 
 
 @functools.cache
 def load_photo(source: str, photo: str) -> np.ndarray:
     """Load (once) and return one real photo of the pool.
 
-    Cached because every one of thousands of crops re-reads the same ten photos. The returned
+    Cached because every one of thousands of crops re-reads the same sixteen photos. The returned
     array is made read-only so no caller can corrupt the cache.
 
     Args:
@@ -738,8 +780,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--n-real", type=int, default=1500, help="number of real images")
     parser.add_argument("--n-fake", type=int, default=1500, help="number of fake images")
-    parser.add_argument("--min-size", type=int, default=64, help="smallest image side (px)")
-    parser.add_argument("--max-size", type=int, default=128, help="largest image side (px)")
+    parser.add_argument("--min-size", type=int, default=192, help="smallest image side (px)")
+    parser.add_argument("--max-size", type=int, default=288, help="largest image side (px)")
     parser.add_argument("--seed", type=int, default=0, help="base random seed")
     parser.add_argument(
         "--sources", nargs="+", default=None, choices=list(REAL_SOURCES), help="real sources"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torchvision.models import ResNet18_Weights, resnet18
 
 log = logging.getLogger(__name__)
@@ -47,16 +48,57 @@ def _load_backbone_weights(model: nn.Module, weights: str) -> None:
     log.info("loaded backbone weights from %s", path)
 
 
+class HighPass(nn.Module):
+    """Fixed residual input filter: the image minus its 3x3 binomial blur, times ``gain``.
+
+    Generator traces live in the top octave of the spectrum (period-2 patterns, missing or
+    replicated fine detail), where photo content has little energy; the first convolution of a
+    randomly initialised ResNet has to discover a high-pass filter before it can see them, and on
+    a CPU budget it barely gets there (on the embedded data: validation AUROC about 0.90 after
+    ten epochs with the plain stem, about 0.98 with this one). Feeding the residual removes most
+    of the content (colour, brightness, smooth shading), which is also what a detector should
+    not key on when the photo source changes. The kernel is a fixed, non-persistent buffer: no
+    weights, no state-dict keys.
+
+    Args:
+        gain: Scale of the residual, which is small next to the normalised pixels.
+    """
+
+    def __init__(self, gain: float = 4.0) -> None:
+        super().__init__()
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        kernel = torch.outer(taps, taps) / 16.0
+        self.register_buffer("kernel", kernel.expand(3, 1, 3, 3).clone(), persistent=False)
+        self.gain = gain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``gain * (x - blur(x))`` per channel, edges reflected; same shape as ``x``."""
+        blur = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), self.kernel, groups=x.shape[1])
+        return self.gain * (x - blur)
+
+
+#: Input filters :class:`DeepfakeNet` accepts (``conf/model``: ``net.input_filter``).
+INPUT_FILTERS = ("none", "highpass")
+
+
 class DeepfakeNet(nn.Module):
     """ResNet18 classifier returning logits over (real, fake).
 
     Args:
         weights: None for random init, or local ImageNet weights (see ``_load_backbone_weights``).
         crop_size: Input side the model was trained on; serving crops to it.
+        input_filter: ``"none"`` feeds the normalised image to the ResNet; ``"highpass"`` feeds
+            its high-frequency residual (see :class:`HighPass`). Part of the model, not of the
+            preprocessing, so it travels with the weights and every scorer applies it.
     """
 
-    def __init__(self, weights: str | None = None, crop_size: int = 64) -> None:
+    def __init__(
+        self, weights: str | None = None, crop_size: int = 64, input_filter: str = "none"
+    ) -> None:
         super().__init__()
+        if input_filter not in INPUT_FILTERS:
+            raise ValueError(f"input_filter must be one of {INPUT_FILTERS}, got {input_filter!r}")
+        self.input_filter: nn.Module = HighPass() if input_filter == "highpass" else nn.Identity()
         backbone = resnet18(weights=None)
         if weights:
             _load_backbone_weights(backbone, weights)
@@ -65,24 +107,39 @@ class DeepfakeNet(nn.Module):
         backbone.fc = nn.Linear(backbone.fc.in_features, len(LABELS))
         self.backbone = backbone
         self.crop_size = crop_size
-        # Buffers, so they are saved and loaded with the weights; set after training.
+        # Buffers, so they are saved and loaded with the weights; set after training by
+        # deepfakenet.calibration (temperature and logit offset on validation, then threshold).
         self.register_buffer("temperature", torch.ones(()))
+        self.register_buffer("logit_bias", torch.zeros(()))
         self.register_buffer("threshold", torch.tensor(0.5))
+
+    def __setstate__(self, state: dict) -> None:
+        # Models pickled before the input filter / logit offset existed load as models without
+        # them (an identity filter, a zero offset), so older registered versions keep working.
+        super().__setstate__(state)
+        if "input_filter" not in self._modules:
+            self.input_filter = nn.Identity()
+        if "logit_bias" not in self._buffers:
+            self.register_buffer("logit_bias", torch.zeros((), device=self.temperature.device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Uncalibrated logits, ``N x 2``."""
-        return self.backbone(x)
+        return self.backbone(self.input_filter(x))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The 512-d penultimate-layer vector (after global average pooling), ``N x 512``."""
         b = self.backbone
-        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+        x = b.maxpool(b.relu(b.bn1(b.conv1(self.input_filter(x)))))
         x = b.layer4(b.layer3(b.layer2(b.layer1(x))))
         return torch.flatten(b.avgpool(x), 1)
 
     def prob_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Calibrated ``P(fake)`` from logits: softmax of temperature-scaled logits."""
-        return torch.softmax(logits / self.temperature, dim=1)[:, 1]
+        """Calibrated ``P(fake)`` from logits: ``sigmoid((fake - real) / temperature + bias)``.
+
+        With a zero ``logit_bias`` this is the softmax of the temperature-scaled logits.
+        """
+        margin = (logits[:, 1] - logits[:, 0]) / self.temperature
+        return torch.sigmoid(margin + self.logit_bias)
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Calibrated ``P(fake)``, ``N``."""
