@@ -74,3 +74,13 @@ def test_models_pickled_before_the_input_filter_still_load():
         prob = restored.predict_proba(torch.randn(1, 3, 32, 32))
     assert prob.shape == (1,)
     assert "logit_bias" in restored.state_dict(), "a warm start can load it into a new net"
+
+
+def test_warm_start_refuses_weights_learnt_on_another_input_filter():
+    from deepfakenet.pipeline import _check_warm_start
+
+    plain, highpass = DeepfakeNet(crop_size=32), DeepfakeNet(crop_size=32, input_filter="highpass")
+    highpass.load_state_dict(plain.state_dict())  # loads: the filter has no parameters
+    with pytest.raises(ValueError, match="input filter"):
+        _check_warm_start(plain, highpass)
+    _check_warm_start(highpass, DeepfakeNet(crop_size=32, input_filter="highpass"))

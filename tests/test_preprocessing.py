@@ -53,6 +53,12 @@ def test_train_augmentations_change_pixels_and_keep_shape():
     assert out.dtype == torch.float32
 
 
+def test_grayscale_augmentation_drops_colour():
+    only_grey = AugmentConfig(hflip_p=0, jpeg_p=0, blur_p=0, grayscale_p=1.0)
+    out = denormalize(build_transform(32, train=True, augment=only_grey)(_image(40, 40)))
+    assert torch.allclose(out[0], out[1], atol=1e-5) and torch.allclose(out[1], out[2], atol=1e-5)
+
+
 def test_random_downscale_never_goes_below_the_crop():
     t = RandomDownscale((0.1, 0.2), min_size=40)
     for _ in range(20):

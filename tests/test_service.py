@@ -105,7 +105,28 @@ def test_model_route_reports_the_registry_labels(http, trained_registry):
     assert info["alias"] == "champion" and info["run_id"] == trained_registry.run_id
     assert info["data_version"] == "untracked"  # the tiny test tree is not DVC-tracked
     assert info["input_size"] == trained_registry.crop_size
-    assert 0 < info["threshold"] < 1 and info["temperature"] > 0
+    assert 0 < info["threshold"] < 1 and info["temperature"] > 0 and "logit_bias" in info
+
+
+def test_the_service_scores_with_the_registered_calibration_and_threshold(http, trained_registry):
+    # One code path: the served answer is the registered net's calibrated P(fake) through the
+    # shared preprocessing, and its label is the net's own decision at the stored threshold.
+    import torch
+
+    from deepfakenet import registry
+    from deepfakenet.preprocessing import preprocess
+
+    registry.use(registry.RegistryConfig(trained_registry.tracking_uri))
+    net, _ = registry.load_net("deepfakenet", "champion")
+    images = [Image.fromarray(RNG.integers(0, 255, (52, 44, 3), dtype=np.uint8)) for _ in range(6)]
+    with torch.no_grad():
+        probs = net.predict_proba(preprocess(images, net.crop_size))
+    decisions = net.decide(probs).tolist()
+    for image, prob, decision in zip(images, probs.tolist(), decisions, strict=True):
+        pred = post_image(http, "/predict", encode(image)).json()
+        assert pred["prob_fake"] == pytest.approx(prob, abs=1e-4)
+        assert pred["label"] == ("fake" if decision else "real")
+    assert http.get("/model").json()["threshold"] == pytest.approx(float(net.threshold))
 
 
 def test_every_prediction_leaves_a_record_features_and_an_archived_image(http, service, store):
@@ -361,3 +382,20 @@ def test_feedback_takes_a_small_json_body_only(http):
         json={"prediction_id": pred["prediction_id"], "label": "real", "comment": "x" * 100_000},
     )
     assert huge.status_code == 413
+
+
+def test_sustained_concurrent_load_gets_no_server_error(service):
+    # More requests than BentoML's internal client serves before it replaces its session
+    # (100), with many in flight when it does: none of them may turn into a 500.
+    images = [
+        encode(Image.fromarray(RNG.integers(0, 255, (40, 40, 3), dtype=np.uint8)))
+        for _ in range(16)
+    ]
+
+    def score(i: int) -> int:
+        with httpx.Client(base_url=service.url, timeout=120) as client:
+            return post_image(client, "/predict", images[i % len(images)]).status_code
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        codes = list(pool.map(score, range(320)))
+    assert codes.count(200) == len(codes), {c: codes.count(c) for c in set(codes)}

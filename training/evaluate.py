@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate.yaml")
 def main(cfg: DictConfig) -> float:
     """Run the evaluation job; return the test AUROC (the protocol: worst held-out family's)."""
-    if cfg.task_name == "generalisation":
+    if "synth" in cfg:  # conf/generalisation.yaml (it has the data generator's settings)
         result = run_generalisation(cfg)
         log.info("generalisation goals:\n%s", to_markdown(result.goals))
         family = result.table[result.table["protocol"] == "family_out"]["auroc"]

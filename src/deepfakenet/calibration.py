@@ -289,6 +289,16 @@ def calibrate(
         threshold = threshold_for_fpr(prob_after, targets, config.target_fpr)
     flagged = prob_after >= threshold
     reals, fakes = targets == 0, targets == 1
+    if config.target_fpr is not None and reals.any():
+        achieved = float(flagged[reals].double().mean())
+        if achieved > config.target_fpr:
+            # Only when the reals' scores saturate at 1: no threshold below 1 separates them.
+            log.warning(
+                "the threshold %.6f flags %.3f of the validation reals, above the target %.3f",
+                threshold,
+                achieved,
+                config.target_fpr,
+            )
     result = CalibrationResult(
         temperature=temperature,
         bias=bias,

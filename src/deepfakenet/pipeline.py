@@ -134,6 +134,20 @@ def _calibrate(
     return result
 
 
+def _check_warm_start(source: DeepfakeNet, target: DeepfakeNet) -> None:
+    """Refuse weights learnt on another input: the state dicts match, the meaning does not.
+
+    The input filter has no parameters, so a plain-stem champion's weights would load into a
+    high-pass challenger without error and be fine-tuned on inputs they were never trained on.
+    """
+    filters = type(source.input_filter).__name__, type(target.input_filter).__name__
+    if filters[0] != filters[1]:
+        raise ValueError(
+            f"init_from: the source model's input filter is {filters[0]}, this recipe's is "
+            f"{filters[1]}; train from scratch (init_from=null) or match model.net.input_filter"
+        )
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Train, test, log and (optionally) register a detector.
 
@@ -156,6 +170,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         # Warm start (the retraining loop's challenger): every weight of a registered version;
         # temperature and threshold are refitted after training anyway.
         source, _ = registry.load_net(cfg.registry.model_name, cfg.init_from)
+        _check_warm_start(source, model.net)
         model.net.load_state_dict(source.state_dict())
         log.info("initialised from %s", registry.model_uri(cfg.registry.model_name, cfg.init_from))
     callbacks: list[Callback] = _instantiate_group(cfg.get("callbacks"), "callback")
@@ -251,6 +266,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "n_samples": len(targets),
         "threshold": threshold,
         "temperature": float(net.temperature),
+        "logit_bias": float(net.logit_bias),
         "metrics": compute_metrics(prob, targets, threshold),
     }
     out = Path(cfg.report_dir)

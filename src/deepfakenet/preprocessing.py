@@ -40,6 +40,8 @@ class AugmentConfig:
         downscale_p: Probability of an antialiased downscale before cropping.
         downscale_range: Range of the downscale factor (never below what the crop needs).
         color_jitter_p: Probability of a light brightness/contrast/saturation jitter.
+        grayscale_p: Probability of dropping colour (grey photos are real too: a model that
+            never saw one flags them, as the leave-one-source-out protocol shows).
     """
 
     hflip_p: float = 0.5
@@ -50,6 +52,7 @@ class AugmentConfig:
     downscale_p: float = 0.0
     downscale_range: tuple[float, float] = (0.5, 0.95)
     color_jitter_p: float = 0.0
+    grayscale_p: float = 0.0
 
 
 class EnsureMinSize(v2.Transform):
@@ -117,22 +120,27 @@ def build_transform(
     steps: list[v2.Transform] = [v2.ToImage()]
     if train:
         aug = augment or AugmentConfig()
+        # What happens to an image before it reaches us (resizing, editing, re-compression) is
+        # applied to the whole image, in that order, and only then cropped, as serving crops an
+        # uploaded file: the crop then sits at any offset to the JPEG 8x8 block grid, as it
+        # does at inference, instead of always on it.
         if aug.downscale_p > 0:
             steps.append(
                 v2.RandomApply([RandomDownscale(aug.downscale_range, crop_size)], p=aug.downscale_p)
             )
-        steps += [EnsureMinSize(crop_size), v2.RandomCrop(crop_size)]
-        if aug.hflip_p > 0:
-            steps.append(v2.RandomHorizontalFlip(p=aug.hflip_p))
         if aug.color_jitter_p > 0:
             jitter = v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02)
             steps.append(v2.RandomApply([jitter], p=aug.color_jitter_p))
-        # Blur before JPEG, the order a camera or a resizing pipeline applies them in.
+        if aug.grayscale_p > 0:
+            steps.append(v2.RandomGrayscale(p=aug.grayscale_p))
         if aug.blur_p > 0:
             blur = v2.GaussianBlur(kernel_size=5, sigma=aug.blur_sigma)
             steps.append(v2.RandomApply([blur], p=aug.blur_p))
         if aug.jpeg_p > 0:
             steps.append(v2.RandomApply([v2.JPEG(list(aug.jpeg_quality))], p=aug.jpeg_p))
+        steps += [EnsureMinSize(crop_size), v2.RandomCrop(crop_size)]
+        if aug.hflip_p > 0:
+            steps.append(v2.RandomHorizontalFlip(p=aug.hflip_p))
     else:
         steps.append(EnsureMinSize(crop_size))
         if center_crop:

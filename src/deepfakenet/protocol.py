@@ -475,6 +475,9 @@ def _fold_config(cfg: DictConfig, fold: Fold, data_dir: Path, work_dir: Path) ->
     fold_cfg = cfg.copy()
     with open_dict(fold_cfg):
         fold_cfg.paths.data_dir = str(data_dir)
+        # The protocol's generated tree is not the DVC-tracked data/: record it as untracked
+        # rather than tag the fold runs with data.dvc's version of other data.
+        fold_cfg.paths.dvc_file = str(data_dir / "not-versioned-by-dvc")
         fold_cfg.paths.output_dir = str(work_dir / "folds" / fold.name)
         fold_cfg.registry.experiment_name = cfg.protocol.experiment_name
         fold_cfg.data.exclude_groups = fold.exclude_groups
@@ -505,8 +508,11 @@ def run_generalisation(cfg: DictConfig) -> GeneralisationResult:
     work_dir = Path(cfg.protocol.work_dir)
     data_dir = work_dir / "data"
     manifest = prepare_data(cfg.synth, data_dir)
-    families = settings.families or sorted(set(manifest["family"]) - {""})
-    sources = settings.sources or sorted(set(manifest["source"]))
+    # None means every one in the data; an empty list means none (e.g. sources only).
+    if (families := settings.families) is None:
+        families = sorted(set(manifest["family"]) - {""})
+    if (sources := settings.sources) is None:
+        sources = sorted(set(manifest["source"]))
     folds = make_folds(families, sources, settings.in_distribution)
     log.info("generalisation protocol: %d folds %s", len(folds), [f.name for f in folds])
 
@@ -519,9 +525,11 @@ def run_generalisation(cfg: DictConfig) -> GeneralisationResult:
         fold_start = time.perf_counter()
         # A fresh folder per run: stale checkpoints of an earlier run must not be picked up.
         shutil.rmtree(work_dir / "folds" / fold.name, ignore_errors=True)
-        _, objects = train(_fold_config(cfg, fold, data_dir, work_dir))
+        fold_cfg = _fold_config(cfg, fold, data_dir, work_dir)
+        # Checked before the fold spends its training time, on the split the loaders will read.
+        check_no_leak(hydra.utils.instantiate(fold_cfg.data), fold)
+        _, objects = train(fold_cfg)
         datamodule: DeepfakeDataModule = objects["datamodule"]
-        check_no_leak(datamodule, fold)
         net: DeepfakeNet = objects["model"].net.cpu().eval()
         assert datamodule.index is not None  # for type checkers; train() set it up
         tables.append(score_fold(net, datamodule.index, fold, settings))

@@ -62,6 +62,7 @@ class LoadedModel:
             "input_size": self.net.crop_size,
             "threshold": float(self.net.threshold),
             "temperature": float(self.net.temperature),
+            "logit_bias": float(self.net.logit_bias),
         }
 
 

@@ -373,8 +373,11 @@ class ImageArchive:
                 return target
             except FileNotFoundError:  # purged a moment ago: write it again
                 pass
-        # PNG keeps every pixel; nothing of the upload's metadata (decode_image drops it).
-        return atomic_write(target, lambda handle: image.save(handle, format="PNG"))
+        # PNG keeps every pixel; nothing of the upload's metadata (decode_image drops it). The
+        # fastest zlib level: this runs for every scored image, on the cores inference needs.
+        return atomic_write(
+            target, lambda handle: image.save(handle, format="PNG", compress_level=1)
+        )
 
     def exists(self, sha256: str) -> bool:
         """Whether the image with this hash is archived."""

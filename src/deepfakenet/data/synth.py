@@ -246,7 +246,7 @@ def random_photo_crop(
 
     The whole photo is (conceptually) downscaled by a random factor with Lanczos antialiasing and
     then cropped; PIL's ``resize(box=...)`` computes exactly that region without resampling the
-    whole photo. A random horizontal flip and a light colour jitter follow. With a pool of ten
+    whole photo. A random horizontal flip and a light colour jitter follow. With a pool of sixteen
     photos, this is where all the diversity of the data set comes from.
 
     Args:

@@ -86,7 +86,8 @@ class DeepfakeNet(nn.Module):
 
     Args:
         weights: None for random init, or local ImageNet weights (see ``_load_backbone_weights``).
-        crop_size: Input side the model was trained on; serving crops to it.
+        crop_size: The side the model is evaluated and served at (``data.eval_crop_size``;
+            training crops may be smaller, the network is fully convolutional).
         input_filter: ``"none"`` feeds the normalised image to the ResNet; ``"highpass"`` feeds
             its high-frequency residual (see :class:`HighPass`). Part of the model, not of the
             preprocessing, so it travels with the weights and every scorer applies it.
