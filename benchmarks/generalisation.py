@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=demo")
-    args = parser.parse_args(argv)
+    # Intermixed: `--quick` may come before or after the Hydra overrides.
+    args = parser.parse_intermixed_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )

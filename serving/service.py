@@ -511,15 +511,15 @@ class DeepfakeDetector:
         """One item through the batchable ``infer`` API (so concurrent requests share a batch).
 
         BentoML 1.4.40 routes this self-call through an in-process HTTP client that it replaces
-        every 100 requests by closing the old session, which aborts the calls still in flight on
-        it ("Server disconnected": measured as 55 of 600 requests failing at 16 concurrent
-        clients). ``infer`` has no side effects, so a dropped call is simply sent again.
+        every 100 requests (or 300 s) by closing the old session, which aborts the calls still in
+        flight on it ("Server disconnected": measured as 55 of 600 requests failing at 16
+        concurrent clients). ``infer`` has no side effects, so a dropped call is sent again.
         """
         for attempt in range(1, INFER_ATTEMPTS + 1):
             try:
                 (result,) = await self.to_async.infer([item])  # type: ignore[attr-defined]
                 return result
-            except aiohttp.ClientConnectionError as err:
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as err:
                 if attempt == INFER_ATTEMPTS:
                     raise
                 log.info("internal infer call dropped (%s); retrying", err)

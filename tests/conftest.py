@@ -33,7 +33,7 @@ PG_URL = os.environ.get(
     "DEEPFAKENET_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 #: MLflow's process-wide store settings, which ``mlflow.set_*_uri`` also exports to os.environ.
-MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID")
 
 
 @pytest.fixture(autouse=True)
@@ -50,6 +50,7 @@ def _isolate_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     yield
+    mlflow.end_run()
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
     for var in MLFLOW_URI_VARS:

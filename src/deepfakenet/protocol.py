@@ -513,6 +513,12 @@ def run_generalisation(cfg: DictConfig) -> GeneralisationResult:
         families = sorted(set(manifest["family"]) - {""})
     if (sources := settings.sources) is None:
         sources = sorted(set(manifest["source"]))
+    for kind, names, known in (
+        ("families", families, set(manifest["family"]) - {""}),
+        ("sources", sources, set(manifest["source"])),
+    ):
+        if unknown := sorted(set(names) - known):
+            raise ValueError(f"protocol.{kind}: {unknown} not in the data (it has {sorted(known)})")
     folds = make_folds(families, sources, settings.in_distribution)
     log.info("generalisation protocol: %d folds %s", len(folds), [f.name for f in folds])
 
