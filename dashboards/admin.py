@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import altair as alt
@@ -19,7 +20,7 @@ import streamlit as st
 from deepfakenet import analytics
 from deepfakenet.display import thumbnail_data_uri
 from deepfakenet.errors import RegistryError
-from deepfakenet.models.net import LABELS
+from deepfakenet.labels import LABELS
 from deepfakenet.monitoring import (
     FeatureSet,
     RegistryView,
@@ -386,7 +387,19 @@ def registry_section(settings: DashboardSettings) -> None:
 # ----------------------------------------------------------------------------- page
 
 
-def filters(url: str) -> tuple[datetime, datetime, int, list[str]] | None:
+@dataclass(frozen=True)
+class Selection:
+    """What the sidebar picked, and the store's rows for its date range (all versions)."""
+
+    since: datetime
+    until: datetime
+    days: int
+    versions: list[str]
+    predictions: pd.DataFrame
+    feedback: pd.DataFrame
+
+
+def filters(url: str) -> Selection | None:
     """Sidebar filters: a date range (UTC days) and model versions; None until complete."""
     today = datetime.now(UTC).date()
     with st.sidebar:
@@ -414,7 +427,7 @@ def filters(url: str) -> tuple[datetime, datetime, int, list[str]] | None:
     versions = st.sidebar.multiselect(
         "Model versions", options, key="admin.versions", placeholder="all versions"
     )
-    return since, until, (last - first).days + 1, versions
+    return Selection(since, until, (last - first).days + 1, versions, predictions, feedback)
 
 
 def main() -> None:
@@ -435,10 +448,10 @@ def main() -> None:
     chosen = filters(url)
     if chosen is None:
         return
-    since, until, days, versions = chosen
-    predictions = analytics.filter_versions(predictions_between(url, since, until), versions)
-    feedback = analytics.filter_versions(feedback_between(url, since, until), versions)
-    where = store_for(url).engine.url.render_as_string(hide_password=True)
+    since, until, days, versions = chosen.since, chosen.until, chosen.days, chosen.versions
+    predictions = analytics.filter_versions(chosen.predictions, versions)
+    feedback = analytics.filter_versions(chosen.feedback, versions)
+    where = store_for(url).safe_url
     st.caption(
         f"{since:%Y-%m-%d} to {(until - timedelta(days=1)):%Y-%m-%d} (UTC) · "
         f"versions: {', '.join(versions) or 'all'} · store {where}"

@@ -16,7 +16,7 @@ import streamlit as st
 from deepfakenet.display import enlarged, outline_region, scaled_for_display, scored_region
 from deepfakenet.errors import InvalidImageError
 from deepfakenet.imaging import DecodeLimits, decode_image
-from deepfakenet.models.net import LABELS
+from deepfakenet.labels import LABELS
 from deepfakenet.samples import Sample, make_samples
 from deepfakenet.service_client import (
     Explanation,

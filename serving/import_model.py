@@ -15,14 +15,13 @@ import hydra
 from omegaconf import DictConfig
 
 from deepfakenet import registry
-from deepfakenet.pipeline import registry_config
 
 log = logging.getLogger(__name__)
 
 
 def import_model(cfg: DictConfig) -> bentoml.Model:
     """Import ``cfg.model_ref`` of the registry into the BentoML store; return the stored model."""
-    client = registry.use(registry_config(cfg))
+    client = registry.use(registry.registry_config(cfg))
     name = cfg.registry.model_name
     version = registry.resolve_version(client, name, cfg.model_ref)
     alias = "" if str(cfg.model_ref).isdigit() else str(cfg.model_ref)

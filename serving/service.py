@@ -132,7 +132,7 @@ class ScoreItem(BaseModel):
         _, height, width = self.shape
         if not (MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE):
             raise ValueError(f"image sides must be within [{MIN_SIDE}, {MAX_SIDE}] pixels")
-        if len(self.tensor) != 4 * -(-4 * 3 * height * width // 3):  # base64 of float32 CHW
+        if len(self.tensor) != 16 * height * width:  # base64 of 3*h*w float32 = 12*h*w bytes
             raise ValueError("tensor does not hold 3 x height x width float32 values")
         return self
 
@@ -398,7 +398,7 @@ class DeepfakeDetector:
     @bentoml.api(route="/predict")
     async def predict(self, image: Path) -> PredictionOut:
         """Score one image: is it real or fake, and how likely fake (calibrated)."""
-        pred_id, result = await self._score(image, "predict")
+        pred_id, result, _ = await self._score(image, "predict")
         return PredictionOut(
             prediction_id=pred_id,
             label=result.label,  # type: ignore[arg-type]
@@ -409,8 +409,7 @@ class DeepfakeDetector:
     @bentoml.api(route="/features")
     async def features(self, image: Path) -> FeaturesOut:
         """The 512-d penultimate-layer vector of one image (also stored, anonymised)."""
-        pred_id, result = await self._score(image, "features")
-        vector = np.frombuffer(base64.b64decode(result.features), dtype=np.float32)
+        pred_id, result, vector = await self._score(image, "features")
         return FeaturesOut(
             prediction_id=pred_id, features=vector.tolist(), model_version=result.model_version
         )
@@ -525,14 +524,15 @@ class DeepfakeDetector:
                 log.info("internal infer call dropped (%s); retrying", err)
         raise AssertionError("unreachable")
 
-    async def _score(self, image: Path, endpoint: str) -> tuple[str, ScoreResult]:
+    async def _score(self, image: Path, endpoint: str) -> tuple[str, ScoreResult, np.ndarray]:
+        """Score through the batcher and record it: the prediction id, result, feature vector."""
         model = self.models.current
         tensor, meta = await asyncio.to_thread(self._prepare, image, model)
         item = ScoreItem.from_tensor(tensor)
         result = ScoreResult.model_validate(await self._infer_one(item))
         vector = np.frombuffer(base64.b64decode(result.features), dtype=np.float32)
         pred_id = await asyncio.to_thread(self._record, endpoint, meta, result, vector)
-        return pred_id, result
+        return pred_id, result, vector
 
     def _explain(self, image: Path, target: str) -> ExplanationOut:
         model = self.models.current

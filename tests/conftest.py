@@ -25,6 +25,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 from deepfakenet.data.synth import generate_dataset
+from deepfakenet.store import PredictionRecord, new_id, utcnow
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -170,6 +171,26 @@ def trained_registry(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) 
     _, objects = train(cfg)
     GlobalHydra.instance().clear()
     return TrainedRegistry(root, cfg.registry.tracking_uri, objects["run_id"], cfg.data.crop_size)
+
+
+def prediction_record(**overrides: object) -> PredictionRecord:
+    """A valid prediction row for the store tests; ``overrides`` replace any field."""
+    values: dict[str, object] = dict(
+        id=new_id(),
+        created_at=utcnow(),
+        endpoint="predict",
+        model_name="deepfakenet",
+        model_version="1",
+        prob_fake=0.8,
+        label="fake",
+        threshold=0.5,
+        sha256="ab" * 32,
+        width=64,
+        height=48,
+        format="PNG",
+    )
+    values.update(overrides)
+    return PredictionRecord(**values)
 
 
 def clean_env(**extra: str) -> dict[str, str]:

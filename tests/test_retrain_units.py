@@ -15,24 +15,12 @@ from deepfakenet.retrain import (
     retrain,
     write_feedback_images,
 )
-from deepfakenet.store import ImageArchive, PredictionRecord, Store, new_id, utcnow
+from deepfakenet.store import ImageArchive, Store
+from tests.conftest import prediction_record
 
 
 def _predict(store: Store, sha: str) -> str:
-    rec = PredictionRecord(
-        id=new_id(),
-        created_at=utcnow(),
-        endpoint="predict",
-        model_name="deepfakenet",
-        model_version="1",
-        prob_fake=0.3,
-        label="real",
-        threshold=0.5,
-        sha256=sha,
-        width=8,
-        height=8,
-        format="PNG",
-    )
+    rec = prediction_record(sha256=sha, prob_fake=0.3, label="real", width=8, height=8)
     store.add_predictions([rec])
     return rec.id
 

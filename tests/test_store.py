@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from PIL import Image
 
 from deepfakenet.errors import InvalidFeedbackError, NotFoundError
-from deepfakenet.store import ImageArchive, PredictionRecord, Store, new_id, utcnow
+from deepfakenet.store import ImageArchive, Store, utcnow
+from tests.conftest import prediction_record as record
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -23,25 +24,6 @@ def store(request, tmp_path):
     store = Store(url)
     yield store
     store.close()
-
-
-def record(**overrides) -> PredictionRecord:
-    values = dict(
-        id=new_id(),
-        created_at=utcnow(),
-        endpoint="predict",
-        model_name="deepfakenet",
-        model_version="1",
-        prob_fake=0.8,
-        label="fake",
-        threshold=0.5,
-        sha256="ab" * 32,
-        width=64,
-        height=48,
-        format="PNG",
-    )
-    values.update(overrides)
-    return PredictionRecord(**values)
 
 
 def test_prediction_round_trip_and_unknown_id(store):

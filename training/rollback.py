@@ -10,7 +10,6 @@ import hydra
 from omegaconf import DictConfig
 
 from deepfakenet import registry
-from deepfakenet.pipeline import registry_config
 from deepfakenet.retrain import ExitCode, notify_service
 
 log = logging.getLogger(__name__)
@@ -19,7 +18,7 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path="../conf", config_name="rollback.yaml")
 def main(cfg: DictConfig) -> None:
     """Swap ``champion`` and ``previous`` (exit 75 while a retraining run holds the lock)."""
-    client = registry.use(registry_config(cfg))
+    client = registry.use(registry.registry_config(cfg))
     lock = filelock.FileLock(str(cfg.lock_file))
     try:
         lock.acquire(timeout=0)

@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from deepfakenet.models.net import LABELS
+from deepfakenet.labels import LABELS
 
 log = logging.getLogger(__name__)
 

@@ -55,6 +55,13 @@ class FeatureRow:
     features: np.ndarray
 
 
+def _check_dim(row: FeatureRow) -> None:
+    if np.shape(row.features) != (FEATURE_DIM,):
+        raise ValueError(
+            f"feature vectors must have {FEATURE_DIM} values, got {np.shape(row.features)}"
+        )
+
+
 def write_features(root: str | Path, rows: Sequence[FeatureRow]) -> list[Path]:
     """Write rows as one new Parquet file per day partition; return the files written.
 
@@ -64,10 +71,7 @@ def write_features(root: str | Path, rows: Sequence[FeatureRow]) -> list[Path]:
     root = Path(root)
     by_day: dict[date, list[FeatureRow]] = {}
     for row in rows:
-        if np.shape(row.features) != (FEATURE_DIM,):
-            raise ValueError(
-                f"feature vectors must have {FEATURE_DIM} values, got {np.shape(row.features)}"
-            )
+        _check_dim(row)
         by_day.setdefault(row.created_at.date(), []).append(row)
     written = []
     for day, day_rows in sorted(by_day.items()):
@@ -169,10 +173,7 @@ class FeatureWriter:
                 never block the rows queued with it).
         """
         for row in rows:
-            if np.shape(row.features) != (FEATURE_DIM,):
-                raise ValueError(
-                    f"feature vectors must have {FEATURE_DIM} values, got {np.shape(row.features)}"
-                )
+            _check_dim(row)
         with self._lock:
             self._rows.extend(rows)
             full = len(self._rows) >= self.flush_rows

@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from deepfakenet import registry
 from deepfakenet.errors import RegistryError
 from deepfakenet.features import feature_matrix, read_features
-from deepfakenet.store import Store
+from deepfakenet.store import Store, sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +43,6 @@ def day_range_utc(first: date, last: date) -> tuple[datetime, datetime]:
     since = datetime.combine(first, time.min, tzinfo=UTC)
     until = datetime.combine(last + timedelta(days=1), time.min, tzinfo=UTC)
     return since, until
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URL, None for other URLs and in-memory SQLite."""
-    try:
-        parsed = sa.make_url(url)
-    except sa.exc.ArgumentError:
-        return None
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(parsed.database).expanduser()
 
 
 def store_is_ready(url: str) -> bool:

@@ -50,11 +50,6 @@ def _instantiate_group(group: DictConfig | None, kind: str) -> list[Any]:
     return items
 
 
-def registry_config(cfg: DictConfig) -> registry.RegistryConfig:
-    """The registry settings of a composed config."""
-    return registry.RegistryConfig(**OmegaConf.to_container(cfg.registry, resolve=True))
-
-
 def _flat_params(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config flattened to ``group/key`` params (Hydra's own node left out)."""
     container = {
@@ -160,7 +155,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    client = registry.use(registry_config(cfg))
+    client = registry.use(registry.registry_config(cfg))
 
     log.info("instantiating datamodule <%s>", cfg.data._target_)
     datamodule: DeepfakeDataModule = hydra.utils.instantiate(cfg.data)
@@ -248,7 +243,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     Returns:
         The report: model reference and version, data version, sample count and metrics.
     """
-    registry.use(registry_config(cfg))
+    registry.use(registry.registry_config(cfg))
     net, version = registry.load_net(cfg.registry.model_name, cfg.model_ref)
     # Scored at the side the model was registered with, whatever the data config says.
     datamodule: DeepfakeDataModule = hydra.utils.instantiate(cfg.data, eval_crop_size=net.crop_size)

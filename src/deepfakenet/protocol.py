@@ -40,7 +40,6 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from deepfakenet import registry
-from deepfakenet.calibration import expected_calibration_error
 from deepfakenet.data.datamodule import DeepfakeDataModule, ImageDataset
 from deepfakenet.errors import DataLeakError
 from deepfakenet.inference import predict_loader
@@ -221,17 +220,16 @@ def cell_metrics(
     AUROC and AP need both classes and are NaN otherwise; FPR is over the reals, TPR over fakes.
     """
     targets = targets.long()
-    decisions = net.decide(prob_fake)
     reals, fakes = targets == 0, targets == 1
     n_real, n_fake = int(reals.sum()), int(fakes.sum())
     cell: dict[str, Any] = {"n_real": n_real, "n_fake": n_fake}
-    if n_real and n_fake:
-        both = compute_metrics(prob_fake, targets, float(net.threshold))
-        cell.update(auroc=both["auroc"], ap=both["ap"])
-    else:
-        cell.update(auroc=math.nan, ap=math.nan)
-    cell["acc"] = float((decisions == targets).double().mean()) if len(targets) else math.nan
-    cell["ece"] = expected_calibration_error(prob_fake, targets) if len(targets) else math.nan
+    if not len(targets):
+        return cell | dict.fromkeys(METRIC_COLUMNS, math.nan)
+    metrics = compute_metrics(prob_fake, targets, float(net.threshold))
+    if not (n_real and n_fake):  # AUROC and AP are undefined with one class
+        metrics.update(auroc=math.nan, ap=math.nan)
+    cell.update({key: metrics[key] for key in ("auroc", "ap", "acc", "ece")})
+    decisions = net.decide(prob_fake)
     cell["fpr"] = float(decisions[reals].double().mean()) if n_real else math.nan
     cell["tpr"] = float(decisions[fakes].double().mean()) if n_fake else math.nan
     return cell
@@ -557,13 +555,8 @@ def run_generalisation(cfg: DictConfig) -> GeneralisationResult:
     (report_dir / "generalisation.md").write_text(markdown)
     table.to_csv(report_dir / "generalisation.csv", index=False)
     goals.to_csv(report_dir / "goals.csv", index=False)
-    client = registry.use(
-        registry.RegistryConfig(**OmegaConf.to_container(cfg.registry, resolve=True))
-    )
-    if client.get_experiment_by_name(cfg.protocol.experiment_name) is None:
-        client.create_experiment(
-            cfg.protocol.experiment_name, artifact_location=cfg.registry.artifact_location
-        )
+    client = registry.use(registry.registry_config(cfg))
+    registry.experiment_id(client, cfg.protocol.experiment_name, cfg.registry.artifact_location)
     mlflow.set_experiment(cfg.protocol.experiment_name)
     with mlflow.start_run(run_name="generalisation") as run:
         mlflow.set_tags(

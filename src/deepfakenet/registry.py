@@ -19,6 +19,7 @@ import torchvision
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig, OmegaConf
 
 from deepfakenet.errors import RegistryError
 from deepfakenet.models.net import DeepfakeNet
@@ -47,6 +48,19 @@ class RegistryConfig:
     artifact_location: str | None = None
     experiment_name: str = "deepfakenet"
     model_name: str = "deepfakenet"
+
+
+def registry_config(cfg: DictConfig) -> RegistryConfig:
+    """The ``registry`` node of a composed config, interpolations (``${oc.env:...}``) resolved."""
+    return RegistryConfig(**OmegaConf.to_container(cfg.registry, resolve=True))
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """The id of the experiment ``name``, created (with ``artifact_location``) if missing."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    return str(client.create_experiment(name, artifact_location=artifact_location))
 
 
 def use(config: RegistryConfig) -> MlflowClient:

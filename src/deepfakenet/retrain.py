@@ -38,16 +38,14 @@ import filelock
 import httpx
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
-from torch.utils.data import DataLoader
 
 from deepfakenet import registry
-from deepfakenet.data.datamodule import DeepfakeDataModule, ImageDataset
+from deepfakenet.data.datamodule import DeepfakeDataModule
 from deepfakenet.errors import DeepFakeNetError
 from deepfakenet.files import atomic_write
-from deepfakenet.inference import predict_loader
+from deepfakenet.labels import LABELS
 from deepfakenet.lineage import data_version
-from deepfakenet.models.net import LABELS
-from deepfakenet.preprocessing import build_transform
+from deepfakenet.protocol import score_rows
 from deepfakenet.store import ImageArchive, Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -198,11 +196,8 @@ def feedback_error(net: Any, rows: pd.DataFrame, batch_size: int = 64) -> float 
     """Share of ``rows`` (index rows of the data tree) the network gets wrong; None if empty."""
     if rows.empty:
         return None
-    transform = build_transform(net.crop_size, train=False)
-    loader = DataLoader(ImageDataset(rows, transform), batch_size=batch_size)
-    logits, targets = predict_loader(net, loader)
-    decisions = net.decide(net.prob_from_logits(logits))
-    return float((decisions != targets).float().mean())
+    prob, targets = score_rows(net, rows, batch_size=batch_size)
+    return float((net.decide(prob) != targets).float().mean())
 
 
 def decide(
@@ -314,13 +309,8 @@ def _retrain_locked(cfg: DictConfig, train_cfg: DictConfig, eval_cfg: DictConfig
 
 def _start_job_run(client: Any, cfg: DictConfig, report: RetrainReport) -> str:
     """The retraining job's own MLflow run (the challenger's training run becomes its child)."""
-    experiment = client.get_experiment_by_name(cfg.registry.experiment_name)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment is not None
-        else client.create_experiment(
-            cfg.registry.experiment_name, artifact_location=cfg.registry.artifact_location
-        )
+    experiment_id = registry.experiment_id(
+        client, cfg.registry.experiment_name, cfg.registry.artifact_location
     )
     run = client.create_run(
         experiment_id,

@@ -31,7 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from deepfakenet.errors import InvalidFeedbackError, NotFoundError
 from deepfakenet.files import atomic_write
-from deepfakenet.models.net import LABELS
+from deepfakenet.labels import LABELS
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +113,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL, None for other URLs and in-memory SQLite."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser()
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; for SQLite files the parent folder is created and tuned."""
     sa_url = sa.make_url(url)
     if sa_url.get_backend_name() == "sqlite":
-        if sa_url.database and sa_url.database != ":memory:":
-            Path(sa_url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if (path := sqlite_file(url)) is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(sa_url, connect_args={"timeout": 30, "check_same_thread": False})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -338,8 +349,7 @@ def _as_dict(row: Base) -> dict[str, Any]:
 
 def _record(row: Prediction) -> PredictionRecord:
     values = _as_dict(row)
-    if values["created_at"].tzinfo is None:  # SQLite drops the zone; every value is UTC
-        values["created_at"] = values["created_at"].replace(tzinfo=UTC)
+    values["created_at"] = _as_utc(values["created_at"])  # SQLite drops the zone; all are UTC
     return PredictionRecord(**values)
 
 

@@ -15,10 +15,9 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.models import ResNet18_Weights, resnet18
 
-log = logging.getLogger(__name__)
+from deepfakenet.labels import LABELS  # index of each label in the logits
 
-#: Index of each label in the logits; must match ``deepfakenet.data.split.CLASSES``.
-LABELS: tuple[str, str] = ("real", "fake")
+log = logging.getLogger(__name__)
 
 
 def _load_backbone_weights(model: nn.Module, weights: str) -> None:
