@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import altair as alt
 import pandas as pd
+import sqlalchemy as sa
 import streamlit as st
 
 from deepfakenet import analytics
@@ -440,7 +441,8 @@ def main() -> None:
     st.title("DeepFakeNet admin")
     if not store_is_ready(url):
         st.info(
-            f"No prediction store at {stores.store_url} yet: it is created when the service "
+            f"No prediction store at {sa.make_url(url).render_as_string(hide_password=True)} yet: "
+            "it is created when the service "
             "(`make serve`) starts. Score an image, then reload."
         )
         registry_section(settings)

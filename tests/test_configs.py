@@ -59,3 +59,19 @@ def test_generalisation_config_composes_for_every_experiment(experiment):
     assert {"jpeg95", "jpeg75", "jpeg50", "downscale0.5", "blur1"} <= set(settings.perturbations)
     assert set(settings.source_conditions) <= set(settings.perturbations)
     GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize("name", ["train.yaml", "evaluate.yaml", "retrain.yaml", "rollback.yaml"])
+def test_every_job_reads_the_registry_with_interpolations_resolved(name, monkeypatch):
+    # conf/registry's tracking_uri is ${oc.env:MLFLOW_TRACKING_URI,sqlite:///...}: a job handed
+    # the unresolved text would point MLflow at a store named "${oc.env:...}".
+    from deepfakenet import registry
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/from-env.db")
+    root = ["paths.root_dir=/srv/deepfakenet"]
+    cfg = compose_config(name, root)
+    assert registry.registry_config(cfg).tracking_uri == "sqlite:////tmp/from-env.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    resolved = registry.registry_config(compose_config(name, root))
+    assert resolved.tracking_uri == "sqlite:////srv/deepfakenet/mlflow.db"
+    GlobalHydra.instance().clear()

@@ -37,7 +37,7 @@ from typing import Any
 import filelock
 import httpx
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from deepfakenet import registry
 from deepfakenet.data.datamodule import DeepfakeDataModule
@@ -275,7 +275,7 @@ def _retrain_locked(cfg: DictConfig, train_cfg: DictConfig, eval_cfg: DictConfig
             log.info(report.reasons[-1])
             return _finish(cfg, report)
 
-        client = registry.use(registry.RegistryConfig(**OmegaConf.to_container(cfg.registry)))
+        client = registry.use(registry.registry_config(cfg))
         name = cfg.registry.model_name
         champion = registry.resolve_version(client, name, registry.CHAMPION)
         report.champion_version = str(champion.version)
