@@ -16,8 +16,14 @@ export BENTOML_HOME ?= $(CURDIR)/bentoml-home
 export BENTOML_DO_NOT_TRACK ?= True
 HOST ?= 127.0.0.1
 PORT ?= 3000
+# Seconds `make serve` waits on SIGTERM for open requests before cancelling them (uvicorn's
+# graceful-shutdown timeout, a `bentoml serve` option: without it a stuck client keeps the server
+# up). Whole seconds, at least 1: BentoML drops a 0.
+SHUTDOWN_TIMEOUT ?= 3
 # Where `make dashboards` listens (the detector page at /, the admin page at /admin).
 DASHBOARD_PORT ?= 8501
+# Where `make mlflow-ui` listens.
+MLFLOW_PORT ?= 5000
 
 export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
@@ -26,7 +32,7 @@ export PYTHONWARNINGS ?= ignore::DeprecationWarning
 .PHONY: help setup demo data train evaluate generalisation retrain rollback bento serve bento-build dashboards test test-fast lint format mlflow-ui clean
 
 help: ## Show this help
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-15s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +42,9 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed ## Create .venv with the package and dev tools (idempotent)
 
-data: setup ## Generate the embedded data set (if data/ has none) and version it with DVC
+data: setup ## Generate the embedded data set if data/ has none (ARGS="synth.n_real=200"), DVC it
 	@if [ -z "$$(find data -type f -name '*.png' -print -quit 2>/dev/null)" ]; then \
-		$(PY) training/generate.py; \
+		$(PY) training/generate.py $(ARGS); \
 	else echo "data/ already has images: not regenerating"; fi
 	$(DVC) add data
 	$(DVC) push --quiet || echo "dvc push failed: data stays versioned locally (see README: DVC remote)"
@@ -46,8 +52,8 @@ data: setup ## Generate the embedded data set (if data/ has none) and version it
 train: setup ## Train on data/ (extra Hydra overrides: make train ARGS="trainer.max_epochs=2")
 	$(PY) training/train.py $(ARGS)
 
-evaluate: setup ## Evaluate a registered model (make evaluate REF=champion|latest|<N>)
-	$(PY) training/evaluate.py model_ref=$(or $(REF),latest)
+evaluate: setup ## Evaluate a registered model (make evaluate REF=champion|latest|<N> ARGS=...)
+	$(PY) training/evaluate.py model_ref=$(or $(REF),latest) $(ARGS)
 
 # Trains one model per fold (every family out, every source out, plus one on everything), so it
 # costs about nine trainings of the recipe; ARGS="--quick" runs it on tiny data in a minute.
@@ -72,14 +78,15 @@ rollback: setup ## Make the previous champion the champion again
 bento: setup ## Import the MLflow champion into the BentoML model store (REF=champion|<N>)
 	$(PY) serving/import_model.py model_ref=$(or $(REF),champion)
 
-serve: setup ## Serve the champion on http://$(HOST):$(PORT) (imports it first if the store lacks it)
+serve: setup ## Serve the champion on HOST:PORT, 127.0.0.1:3000 (imports it if the store lacks it)
 	$(PY) serving/import_model.py model_ref=champion if_missing=true
-	$(VENV)/bin/bentoml serve serving.service:DeepfakeDetector --host $(HOST) --port $(PORT)
+	$(VENV)/bin/bentoml serve serving.service:DeepfakeDetector --host $(HOST) --port $(PORT) \
+		--timeout-graceful-shutdown $(SHUTDOWN_TIMEOUT)
 
 # The service URL defaults to this Makefile's HOST:PORT (what `make serve` uses); set
 # DEEPFAKENET_SERVICE_URL for another one. The admin page stays closed until
 # DEEPFAKENET_ADMIN_PASSWORD is set. Stores and registry: the service's DEEPFAKENET_* variables.
-dashboards: setup ## Detector + admin pages on http://$(HOST):$(DASHBOARD_PORT) (needs `make serve`)
+dashboards: setup ## Detector + admin pages on HOST:DASHBOARD_PORT, 127.0.0.1:8501 (needs serve)
 	DEEPFAKENET_SERVICE_URL="$${DEEPFAKENET_SERVICE_URL:-http://$(HOST):$(PORT)}" \
 	$(VENV)/bin/streamlit run dashboards/app.py --server.address $(HOST) \
 		--server.port $(DASHBOARD_PORT) --server.headless true --browser.gatherUsageStats false
@@ -101,8 +108,8 @@ format: setup ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-mlflow-ui: setup ## Browse runs and registered models on http://127.0.0.1:5000
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+mlflow-ui: setup ## Browse runs and registered models on HOST:MLFLOW_PORT, 127.0.0.1:5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host $(HOST) --port $(MLFLOW_PORT)
 
 clean: ## Remove run outputs (keeps data/, mlflow.db and the venv)
 	rm -rf logs reports outputs .pytest_cache .ruff_cache

@@ -4,18 +4,21 @@ Reads the prediction + feedback store and the feature store (the service's setti
 ``DEEPFAKENET_*`` variables) and the MLflow registry, through the library. Every number comes
 from :mod:`deepfakenet.analytics`; this file only lays them out. Nothing is shown before the
 admin password (``DEEPFAKENET_ADMIN_PASSWORD``) is entered, and nothing at all when none is set.
+Wrong passwords are throttled (:class:`deepfakenet.security.LoginThrottle`), and no URL is shown
+with its password (:func:`deepfakenet.security.redact`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import altair as alt
 import pandas as pd
-import sqlalchemy as sa
 import streamlit as st
 
 from deepfakenet import analytics
@@ -31,12 +34,15 @@ from deepfakenet.monitoring import (
     read_registry,
     store_is_ready,
 )
+from deepfakenet.security import LoginThrottle, redact
 from deepfakenet.settings import DashboardSettings, ServiceSettings
 from deepfakenet.store import ImageArchive, Store
 
 log = logging.getLogger("deepfakenet.dashboards.admin")
 
 SESSION_KEY = "admin.signed_in"
+#: This browser session's id for the login throttle (random; never shown or logged in full).
+THROTTLE_KEY = "admin.throttle_id"
 #: How long read results are reused across reruns; "Reload data" drops them at once.
 CACHE_TTL_S = 60
 #: Default date range: the last 30 days.
@@ -97,8 +103,37 @@ def _fingerprint(settings: DashboardSettings) -> str:
     return hashlib.sha256(b"deepfakenet-admin:" + secret.encode("utf-8")).hexdigest()
 
 
+@st.cache_resource
+def login_throttle(
+    free_failures: int, global_free_failures: int, delay_s: float, max_delay_s: float
+) -> LoginThrottle:
+    """The one throttle of this dashboard process (shared by every browser session)."""
+    return LoginThrottle(
+        delay_s=delay_s,
+        max_delay_s=max_delay_s,
+        free_failures=free_failures,
+        global_free_failures=global_free_failures,
+    )
+
+
+def _throttle_for(settings: DashboardSettings) -> tuple[LoginThrottle, str]:
+    """The process's throttle and this session's key in it."""
+    session = st.session_state.setdefault(THROTTLE_KEY, uuid.uuid4().hex)
+    throttle = login_throttle(
+        settings.admin_login_free_failures,
+        settings.admin_login_global_free_failures,
+        settings.admin_login_delay_s,
+        settings.admin_login_max_delay_s,
+    )
+    return throttle, session
+
+
 def signed_in(settings: DashboardSettings) -> bool:
-    """Show the login prompt until the right password is entered; True once it was."""
+    """Show the login prompt until the right password is entered; True once it was.
+
+    After a few wrong passwords the next try must wait (longer after each further failure, per
+    session and for all sessions together); a try during the wait is refused unchecked.
+    """
     if not settings.admin_enabled:
         st.error(
             "The admin dashboard is closed because no admin password is configured. Set "
@@ -114,12 +149,21 @@ def signed_in(settings: DashboardSettings) -> bool:
         password = st.text_input("Admin password", type="password", key="admin.password")
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
+        throttle, session = _throttle_for(settings)
+        wait = throttle.retry_after(session)
+        if wait > 0:
+            log.warning("admin sign-in refused unchecked: throttled for %.0f s more", wait)
+            st.error(f"Too many wrong passwords: try again in {math.ceil(wait)} s.")
+            return False
         if settings.admin_password_matches(password or ""):
+            throttle.succeeded(session)
             st.session_state[SESSION_KEY] = _fingerprint(settings)
             log.info("admin signed in")
             st.rerun()
-        log.warning("admin sign-in refused: wrong password")
-        st.error("Wrong password.")
+        wait = throttle.failed(session)
+        st.error(
+            "Wrong password." if wait <= 0 else f"Wrong password. Try again in {math.ceil(wait)} s."
+        )
     return False
 
 
@@ -371,7 +415,7 @@ def registry_section(settings: DashboardSettings) -> None:
             settings.mlflow_tracking_uri, settings.model_name, settings.experiment_name
         )
     except RegistryError as err:
-        st.warning(f"The registry cannot be shown: {err}")
+        st.warning(f"The registry cannot be shown: {redact(err, settings.mlflow_tracking_uri)}")
         return
     st.metric("Champion", "none" if view.champion is None else f"v{view.champion}")
     if view.versions.empty:
@@ -441,8 +485,7 @@ def main() -> None:
     st.title("DeepFakeNet admin")
     if not store_is_ready(url):
         st.info(
-            f"No prediction store at {sa.make_url(url).render_as_string(hide_password=True)} yet: "
-            "it is created when the service "
+            f"No prediction store at {redact(url)} yet: it is created when the service "
             "(`make serve`) starts. Score an image, then reload."
         )
         registry_section(settings)
@@ -453,7 +496,7 @@ def main() -> None:
     since, until, days, versions = chosen.since, chosen.until, chosen.days, chosen.versions
     predictions = analytics.filter_versions(chosen.predictions, versions)
     feedback = analytics.filter_versions(chosen.feedback, versions)
-    where = store_for(url).safe_url
+    where = redact(url)
     st.caption(
         f"{since:%Y-%m-%d} to {(until - timedelta(days=1)):%Y-%m-%d} (UTC) · "
         f"versions: {', '.join(versions) or 'all'} · store {where}"

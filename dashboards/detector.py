@@ -18,6 +18,7 @@ from deepfakenet.errors import InvalidImageError
 from deepfakenet.imaging import DecodeLimits, decode_image
 from deepfakenet.labels import LABELS
 from deepfakenet.samples import Sample, make_samples
+from deepfakenet.security import redact
 from deepfakenet.service_client import (
     Explanation,
     ServiceClient,
@@ -50,7 +51,7 @@ def service_info(client: ServiceClient) -> dict[str, Any] | None:
         return None
     alias = f" ({info['alias']})" if info.get("alias") else ""
     st.caption(
-        f"Service {client.base_url} · model {info.get('model_name', '?')} "
+        f"Service {redact(client.base_url)} · model {info.get('model_name', '?')} "
         f"v{info.get('model_version', '?')}{alias} · input {info.get('input_size', '?')} px"
     )
     return info
@@ -201,7 +202,7 @@ def main() -> None:
     """Render the page."""
     settings = DashboardSettings()
     limits = ServiceSettings()  # the service's own limits, read from the same variables
-    client = ServiceClient(settings.service_url, settings.service_timeout_s)
+    client = ServiceClient.from_settings(settings)
     st.title("Is this image a deepfake?")
     info = service_info(client)
     if info is None:

@@ -3,12 +3,19 @@
 ``bentoml serve serving.service:DeepfakeDetector`` (or ``make serve``). Settings come from
 ``DEEPFAKENET_*`` environment variables (:class:`deepfakenet.settings.ServiceSettings`).
 
-Request flow: the upload (multipart field ``image``) is read as raw bytes and decoded by the one
-safe decoder (:mod:`deepfakenet.imaging`), preprocessed by the one preprocessing function, and
-scored by :meth:`DeepfakeDetector.infer`, a batchable API: concurrent requests are merged into one
+Request flow: the upload guard (:mod:`serving.guard`) reads and checks every public request
+first (size, read timeout, multipart shape, bearer token) and gives every error one body,
+``{"error": "<reason>"}``. The upload (multipart field ``image``) is read as raw bytes and decoded
+by the one safe decoder (:mod:`deepfakenet.imaging`), preprocessed by the one preprocessing
+function, and scored by :meth:`DeepfakeDetector.infer`, a batchable API that only the service's
+own in-process client may call (404 from the network): concurrent requests are merged into one
 forward pass by BentoML's adaptive batcher. The handler then commits the prediction record
-(SQL), queues the feature vector (Parquet) and archives the decoded image (content-addressed
-PNG) before answering. Grad-CAM runs unbatched on a private copy of the network.
+(SQL, with the client's pseudonymous key, :mod:`serving.clients`), queues the feature vector
+(Parquet) and archives the decoded image (content-addressed PNG) before answering. Grad-CAM runs
+unbatched on a private copy of the network.
+
+Serve with ``--timeout-graceful-shutdown`` (``make serve`` passes it): uvicorn otherwise waits
+without limit on SIGTERM for requests still open.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from http import HTTPStatus
@@ -31,12 +39,7 @@ from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
 from bentoml.mlflow import MLFLOW_MODEL_FOLDER
 from fastapi import FastAPI, Header, HTTPException
 from mlflow.exceptions import MlflowException
-from pydantic import BaseModel, Field, model_validator
-from starlette.datastructures import Headers, UploadFile
-from starlette.formparsers import MultiPartException
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.types import Message, Receive, Scope, Send
+from pydantic import Field
 
 from deepfakenet.errors import (
     ImageTooLargeError,
@@ -47,6 +50,18 @@ from deepfakenet.errors import (
 )
 from deepfakenet.imaging import DecodeLimits, decode_image
 from deepfakenet.settings import ServiceSettings
+from serving.clients import AccessLogPseudonymiser, ClientKeyer, load_or_create_salt
+from serving.guard import UploadGuard
+from serving.openapi import document_service
+from serving.schemas import (
+    ExplanationOut,
+    FeaturesOut,
+    FeedbackOut,
+    ModelOut,
+    PredictionOut,
+    ScoreItem,
+    ScoreResult,
+)
 
 with bentoml.importing():
     import torch
@@ -63,104 +78,13 @@ with bentoml.importing():
 log = logging.getLogger("deepfakenet.service")
 
 SETTINGS = ServiceSettings()
+# Uvicorn rewrites the client address from X-Forwarded-For for peers listed in its
+# FORWARDED_ALLOW_IPS, which defaults to loopback: any local client could then pick the address
+# the client keys are made of. Trust no proxy unless the operator lists them (read by
+# uvicorn.Config, which BentoML's worker builds after importing this module).
+os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
 #: Tries of the internal batched call before a request fails (see ``_infer_one``).
 INFER_ATTEMPTS = 3
-
-# ------------------------------------------------------------------------------- HTTP schemas
-
-
-class PredictionOut(BaseModel):
-    """The verdict on one image."""
-
-    prediction_id: str = Field(description="Id to send feedback for this prediction.")
-    label: Literal["real", "fake"] = Field(description="Decision at the model's threshold.")
-    prob_fake: float = Field(ge=0, le=1, description="Calibrated probability of 'fake'.")
-    model_version: str = Field(description="Registered model version that scored the image.")
-
-
-class ExplanationOut(PredictionOut):
-    """The verdict plus the Grad-CAM of the explained class."""
-
-    target: Literal["real", "fake"] = Field(description="Class whose logit was explained.")
-    heatmap_png: str = Field(description="Base64 PNG: the heat map over the scored crop.")
-    cam: list[list[float]] = Field(description="Grad-CAM at the layer's resolution, in [0, 1].")
-    layer: str = Field(description="Backbone layer explained.")
-
-
-class FeaturesOut(BaseModel):
-    """The 512-d penultimate-layer vector of one image."""
-
-    prediction_id: str
-    features: list[float]
-    model_version: str
-
-
-class FeedbackOut(BaseModel):
-    """Where the feedback was stored."""
-
-    feedback_id: str
-
-
-class ModelOut(BaseModel):
-    """The model being served."""
-
-    model_name: str
-    model_version: str
-    alias: str
-    run_id: str
-    data_version: str
-    source: str
-    loaded_at: str
-    input_size: int
-    threshold: float
-    temperature: float
-    logit_bias: float
-
-
-class ScoreItem(BaseModel):
-    """One preprocessed image for :meth:`DeepfakeDetector.infer` (float32 CHW, base64).
-
-    Validated here, before the batcher merges it with other requests' items: a malformed item
-    is refused on its own (400) instead of failing the whole batch.
-    """
-
-    tensor: str
-    shape: tuple[Literal[3], int, int]
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ScoreItem:
-        _, height, width = self.shape
-        if not (MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE):
-            raise ValueError(f"image sides must be within [{MIN_SIDE}, {MAX_SIDE}] pixels")
-        if len(self.tensor) != 16 * height * width:  # base64 of 3*h*w float32 = 12*h*w bytes
-            raise ValueError("tensor does not hold 3 x height x width float32 values")
-        return self
-
-    def to_tensor(self) -> torch.Tensor:
-        """The CHW float32 tensor."""
-        data = bytearray(base64.b64decode(self.tensor, validate=True))
-        return torch.frombuffer(data, dtype=torch.float32).view(self.shape)
-
-    @classmethod
-    def from_tensor(cls, tensor: torch.Tensor) -> ScoreItem:
-        """Pack a CHW float32 tensor."""
-        raw = tensor.to(torch.float32).contiguous().numpy().tobytes()
-        return cls(tensor=base64.b64encode(raw).decode("ascii"), shape=tuple(tensor.shape))
-
-
-#: Bounds of a preprocessed image's side (a crop is the model's input size, e.g. 64 or 224).
-MIN_SIDE, MAX_SIDE = 8, 1024
-
-
-class ScoreResult(BaseModel):
-    """What the batch scorer returns per item."""
-
-    prob_fake: float
-    label: str
-    threshold: float
-    model_version: str
-    features: str  # base64 of 512 float32
-
 
 # --------------------------------------------------------------------------------- errors
 
@@ -180,115 +104,10 @@ def _client_error(err: Exception) -> BentoMLException:
     return InvalidArgument(str(err))
 
 
-class UploadGuard:
-    """ASGI middleware in front of the public POST routes: bounded bodies of the expected kind.
-
-    BentoML 1.4.40's request parsing needs a gate in front of it: it writes a whole upload to a
-    temporary file first (no size limit), answers 500 when an undeclared binary form field is
-    sent, and *downloads a URL server-side* when a file field holds text instead of a file (a
-    request forgery vector). This guard reads the body up to the route's byte limit (413 past
-    it, without reading further), checks it, and replays it to BentoML unchanged.
-
-    Args:
-        app: The ASGI app to protect.
-        max_bytes: Largest accepted image upload (multipart) body.
-        routes: Image route path -> names of the text fields it accepts besides ``image``.
-        json_routes: Route path -> largest accepted JSON body (e.g. ``/feedback``).
-    """
-
-    def __init__(
-        self,
-        app: Any,
-        max_bytes: int,
-        routes: dict[str, set[str]],
-        json_routes: dict[str, int],
-    ) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.routes = routes
-        self.json_routes = json_routes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
-        path = scope.get("path", "")
-        guarded = path in self.routes or path in self.json_routes
-        if scope["type"] != "http" or scope["method"] != "POST" or not guarded:
-            await self.app(scope, receive, send)
-            return
-        limit = self.json_routes.get(path, self.max_bytes)
-        declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            await self._reject(scope, receive, send, 413, self._too_large(int(declared), limit))
-            return
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await self._reject(scope, receive, send, 413, self._too_large(size, limit))
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        if path in self.json_routes:
-            problem = self._check_json(scope)
-        else:
-            problem = await self._check_form(scope, body, self.routes[path])
-        if problem is not None:
-            await self._reject(scope, receive, send, 400, problem)
-            return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    @staticmethod
-    def _too_large(size: int, limit: int) -> str:
-        return f"request body is {size} bytes or more, over the limit of {limit} bytes"
-
-    @staticmethod
-    def _check_json(scope: Scope) -> str | None:
-        if Headers(scope=scope).get("content-type", "").split(";")[0].strip() != "application/json":
-            return "send a JSON body (content-type: application/json)"
-        return None
-
-    @staticmethod
-    async def _check_form(scope: Scope, body: bytes, text_fields: set[str]) -> str | None:
-        """Why the form is unacceptable, or None when it is a proper single-file upload."""
-        if not Headers(scope=scope).get("content-type", "").startswith("multipart/form-data"):
-            return "send the image as multipart/form-data, in a file field named 'image'"
-
-        async def once() -> Message:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        try:
-            async with Request(scope, once).form(max_files=2, max_fields=16) as form:
-                images = form.getlist("image")
-                if len(images) != 1:
-                    return f"exactly one file is expected in form field 'image', got {len(images)}"
-                if not isinstance(images[0], UploadFile):
-                    return "form field 'image' must be a file upload, not a text value"
-                for name, value in form.multi_items():
-                    if name != "image" and (
-                        isinstance(value, UploadFile) or name not in text_fields
-                    ):
-                        return f"unexpected form field {name!r}"
-        except (MultiPartException, ValueError) as err:
-            return f"malformed multipart body: {err}"
-        return None
-
-    @staticmethod
-    async def _reject(scope: Scope, receive: Receive, send: Send, status: int, reason: str) -> None:
-        await JSONResponse({"error": reason}, status_code=status)(scope, receive, send)
+def _client_host(ctx: bentoml.Context) -> str | None:
+    """The peer address uvicorn saw (X-Forwarded-For is not trusted unless configured)."""
+    client = ctx.request.client
+    return client.host if client is not None else None
 
 
 # -------------------------------------------------------------------------------- service
@@ -326,6 +145,13 @@ class DeepfakeDetector:
         self.feature_writer = FeatureWriter(
             SETTINGS.feature_dir, SETTINGS.feature_flush_rows, SETTINGS.feature_flush_seconds
         )
+        salt = (
+            SETTINGS.client_key_salt.get_secret_value().encode("utf-8")
+            if SETTINGS.client_key_salt
+            else load_or_create_salt(SETTINGS.home / "client_key.salt")
+        )
+        self.client_keys = ClientKeyer(salt)
+        logging.getLogger("bentoml.access").addFilter(AccessLogPseudonymiser(self.client_keys))
         self.watcher: ChampionWatcher | None = None
         if SETTINGS.mlflow_tracking_uri:
             self.watcher = ChampionWatcher(
@@ -371,8 +197,10 @@ class DeepfakeDetector:
     def infer(self, items: list[ScoreItem]) -> list[ScoreResult]:
         """Score preprocessed images in one forward pass (the adaptive batcher merges calls).
 
-        Internal: the public routes call it. Items are grouped by shape, so a model swap that
-        changes the input size cannot break a batch in flight.
+        Internal: the public routes call it through BentoML's in-process client; the upload
+        guard answers 404 to anyone else. Items are validated one by one (base64 included)
+        before batching. They are grouped by shape, so a model swap that changes the input size
+        cannot break a batch in flight.
         """
         model = self.models.current
         threshold = float(model.net.threshold)
@@ -396,9 +224,9 @@ class DeepfakeDetector:
     # ------------------------------------------------------------------ public routes
 
     @bentoml.api(route="/predict")
-    async def predict(self, image: Path) -> PredictionOut:
+    async def predict(self, image: Path, ctx: bentoml.Context) -> PredictionOut:
         """Score one image: is it real or fake, and how likely fake (calibrated)."""
-        pred_id, result, _ = await self._score(image, "predict")
+        pred_id, result, _ = await self._score(image, "predict", self._client_key(ctx))
         return PredictionOut(
             prediction_id=pred_id,
             label=result.label,  # type: ignore[arg-type]
@@ -407,9 +235,9 @@ class DeepfakeDetector:
         )
 
     @bentoml.api(route="/features")
-    async def features(self, image: Path) -> FeaturesOut:
+    async def features(self, image: Path, ctx: bentoml.Context) -> FeaturesOut:
         """The 512-d penultimate-layer vector of one image (also stored, anonymised)."""
-        pred_id, result, vector = await self._score(image, "features")
+        pred_id, result, vector = await self._score(image, "features", self._client_key(ctx))
         return FeaturesOut(
             prediction_id=pred_id, features=vector.tolist(), model_version=result.model_version
         )
@@ -418,6 +246,7 @@ class DeepfakeDetector:
     async def explain(
         self,
         image: Path,
+        ctx: bentoml.Context,
         target: Annotated[
             Literal["predicted", "real", "fake"],
             Field(description="Class to explain; 'predicted' explains the model's decision."),
@@ -425,16 +254,27 @@ class DeepfakeDetector:
     ) -> ExplanationOut:
         """Score one image and show where the model looked (Grad-CAM on the last conv block)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.explain_pool, self._explain, image, target)
+        client_key = self._client_key(ctx)
+        return await loop.run_in_executor(
+            self.explain_pool, self._explain, image, target, client_key
+        )
 
     @bentoml.api(route="/feedback")
     async def feedback(
         self,
         prediction_id: Annotated[str, Field(description="From a /predict or /explain answer.")],
-        label: Annotated[str, Field(description="The true label: 'real' or 'fake'.")],
-        comment: Annotated[str | None, Field(description="Free text, optional.")] = None,
+        label: Annotated[Literal["real", "fake"], Field(description="The true label.")],
+        comment: Annotated[
+            str | None,
+            Field(description="Free text, optional.", max_length=SETTINGS.max_comment_chars),
+        ] = None,
     ) -> FeedbackOut:
-        """Confirm or correct a prediction; stored durably for the retraining loop."""
+        """Confirm or correct a prediction; stored durably for the retraining loop.
+
+        A later vote on the same prediction replaces the earlier one. With
+        ``DEEPFAKENET_FEEDBACK_TOKEN`` set, the route requires ``Authorization: Bearer <token>``
+        (checked by the upload guard, before the body is read).
+        """
         try:
             feedback_id = await asyncio.to_thread(
                 self.store.add_feedback,
@@ -487,7 +327,18 @@ class DeepfakeDetector:
         }
         return tensor, meta
 
-    def _record(self, endpoint: str, meta: dict, result: ScoreResult, vector: np.ndarray) -> str:
+    def _client_key(self, ctx: bentoml.Context) -> str | None:
+        """The requesting client's pseudonymous key (never its address)."""
+        return self.client_keys.key(_client_host(ctx))
+
+    def _record(
+        self,
+        endpoint: str,
+        meta: dict,
+        result: ScoreResult,
+        vector: np.ndarray,
+        client_key: str | None,
+    ) -> str:
         """Commit the prediction record and queue its feature row; return the prediction id."""
         record = PredictionRecord(
             id=new_id(),
@@ -498,6 +349,7 @@ class DeepfakeDetector:
             prob_fake=result.prob_fake,
             label=result.label,
             threshold=result.threshold,
+            client_key=client_key,
             **meta,
         )
         self.store.add_predictions([record])
@@ -524,17 +376,19 @@ class DeepfakeDetector:
                 log.info("internal infer call dropped (%s); retrying", err)
         raise AssertionError("unreachable")
 
-    async def _score(self, image: Path, endpoint: str) -> tuple[str, ScoreResult, np.ndarray]:
+    async def _score(
+        self, image: Path, endpoint: str, client_key: str | None
+    ) -> tuple[str, ScoreResult, np.ndarray]:
         """Score through the batcher and record it: the prediction id, result, feature vector."""
         model = self.models.current
         tensor, meta = await asyncio.to_thread(self._prepare, image, model)
         item = ScoreItem.from_tensor(tensor)
         result = ScoreResult.model_validate(await self._infer_one(item))
         vector = np.frombuffer(base64.b64decode(result.features), dtype=np.float32)
-        pred_id = await asyncio.to_thread(self._record, endpoint, meta, result, vector)
+        pred_id = await asyncio.to_thread(self._record, endpoint, meta, result, vector, client_key)
         return pred_id, result, vector
 
-    def _explain(self, image: Path, target: str) -> ExplanationOut:
+    def _explain(self, image: Path, target: str, client_key: str | None) -> ExplanationOut:
         model = self.models.current
         tensor, meta = self._prepare(image, model)
         batch = tensor[None]
@@ -553,7 +407,7 @@ class DeepfakeDetector:
             model_version=model.version,
             features="",
         )
-        pred_id = self._record("explain", meta, result, scores.features[0].numpy())
+        pred_id = self._record("explain", meta, result, scores.features[0].numpy(), client_key)
         return ExplanationOut(
             prediction_id=pred_id,
             label=result.label,  # type: ignore[arg-type]
@@ -566,9 +420,32 @@ class DeepfakeDetector:
         )
 
 
+#: The batch route: reachable only by the service's own in-process client.
+INTERNAL_ROUTES = frozenset({"/infer"})
+#: Routes that require a bearer token, and the token.
+BEARER_TOKENS = (
+    {"/feedback": SETTINGS.feedback_token.get_secret_value()} if SETTINGS.feedback_token else {}
+)
+
+
+def _openapi() -> dict[str, Any]:
+    """BentoML's OpenAPI document of this service, corrected (see :mod:`serving.openapi`)."""
+    return document_service(
+        DeepfakeDetector.openapi_spec.asdict(),
+        internal_routes=INTERNAL_ROUTES,
+        bearer_routes=BEARER_TOKENS,
+    )
+
+
 DeepfakeDetector.add_asgi_middleware(
     UploadGuard,
     max_bytes=SETTINGS.max_upload_bytes + 65536,  # room for the multipart envelope
     routes={"/predict": set(), "/features": set(), "/explain": {"target"}},
-    json_routes={"/feedback": 4 * SETTINGS.max_comment_chars + 4096},
+    # A comment of max_comment_chars characters, each \u-escaped as a surrogate pair (12 bytes
+    # of JSON), plus room for the other fields: a valid body is never refused for its size.
+    json_routes={"/feedback": 12 * SETTINGS.max_comment_chars + 4096},
+    read_timeout_s=SETTINGS.request_read_timeout_s,
+    internal_routes=INTERNAL_ROUTES,
+    bearer_tokens=BEARER_TOKENS,
+    openapi=_openapi,
 )

@@ -240,6 +240,10 @@ def import_to_bentoml(registry: TrainedRegistry, bentoml_home: Path, ref: str = 
     )
 
 
+#: The Makefile's SHUTDOWN_TIMEOUT: seconds uvicorn waits for open requests after SIGTERM.
+SHUTDOWN_TIMEOUT_S = 3
+
+
 @dataclass
 class RunningService:
     """A ``bentoml serve`` subprocess of the real service on a free loopback port."""
@@ -280,6 +284,9 @@ def start_service(
                 "127.0.0.1",
                 "--port",
                 str(port),
+                # As `make serve`: SIGTERM stops the server even with stuck clients.
+                "--timeout-graceful-shutdown",
+                str(SHUTDOWN_TIMEOUT_S),
             ],
             cwd=ROOT,
             env=env,

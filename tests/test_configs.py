@@ -75,3 +75,41 @@ def test_every_job_reads_the_registry_with_interpolations_resolved(name, monkeyp
     resolved = registry.registry_config(compose_config(name, root))
     assert resolved.tracking_uri == "sqlite:////srv/deepfakenet/mlflow.db"
     GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize(
+    ("name", "schema"), [("retrain.yaml", "RetrainSchema"), ("rollback.yaml", "RollbackSchema")]
+)
+def test_the_shipped_job_configs_match_their_schemas(name, schema, tmp_path, monkeypatch):
+    from deepfakenet import config
+
+    monkeypatch.setenv("DEEPFAKENET_IMAGE_RETENTION_DAYS", "7")
+    paths = [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/out"]
+    settings = config.validate(compose_config(name, paths), getattr(config, schema), name)
+    assert settings.registry.model_name == "deepfakenet"
+    assert settings.lock_file == f"{tmp_path}/.retrain.lock"
+    if name == "retrain.yaml":  # values typed and resolved: the environment's string is a float
+        assert settings.store.image_retention_days == 7.0
+        assert settings.promotion.feedback.min_items >= 1
+    GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize(
+    ("name", "override", "key"),
+    [
+        ("retrain.yaml", "+store.image_retension_days=3", "store.image_retension_days"),
+        ("retrain.yaml", "+registry.trackinguri=x", "registry.trackinguri"),
+        ("retrain.yaml", "+promotion.feedback.min_itmes=3", "promotion.feedback.min_itmes"),
+        ("rollback.yaml", "+notify.service_ulr=http://x", "notify.service_ulr"),
+        ("rollback.yaml", "+dry_run=true", "dry_run"),
+    ],
+)
+def test_unknown_keys_of_groups_and_nested_nodes_are_refused(name, override, key, tmp_path):
+    from deepfakenet import config
+    from deepfakenet.errors import ConfigError
+
+    paths = [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/out", override]
+    schema = config.RetrainSchema if name == "retrain.yaml" else config.RollbackSchema
+    with pytest.raises(ConfigError, match=f"unknown key '{key}'"):
+        config.validate(compose_config(name, paths), schema, name)
+    GlobalHydra.instance().clear()

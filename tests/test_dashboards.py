@@ -252,3 +252,63 @@ def test_admin_numbers_match_the_store(env, store, service):
 
 def date_ago(days: int) -> date:
     return (datetime.now(UTC) - timedelta(days=days)).date()
+
+
+# ------------------------------------------------------------------------------ admin: secrets
+
+SECRET = "hunter2-s3cret"
+
+
+@pytest.fixture
+def bare_admin(monkeypatch):
+    """The admin page alone: no service, an unreachable store and registry, both with passwords.
+
+    One free wrong password per session, then a 100 s wait (nothing here waits for it).
+    """
+    for name in ("DEEPFAKENET_HOME", "DEEPFAKENET_FEATURE_DIR", "DEEPFAKENET_IMAGE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    store = f"postgresql+psycopg://app@127.0.0.1:{free_port()}/store?password={SECRET}"
+    monkeypatch.setenv("DEEPFAKENET_STORE_URL", store)
+    tracking = f"http://admin:{SECRET}@127.0.0.1:{free_port()}/"
+    monkeypatch.setenv("DEEPFAKENET_MLFLOW_TRACKING_URI", tracking)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("DEEPFAKENET_ADMIN_PASSWORD", PASSWORD)
+    monkeypatch.setenv("DEEPFAKENET_ADMIN_LOGIN_FREE_FAILURES", "1")
+    monkeypatch.setenv("DEEPFAKENET_ADMIN_LOGIN_DELAY_S", "100")
+    st.cache_data.clear()
+    st.cache_resource.clear()  # the login throttle lives there, one per process
+    yield
+    st.cache_resource.clear()
+
+
+def shown_text(at: AppTest) -> str:
+    elements = [*at.title, *at.info, *at.warning, *at.error, *at.caption, *at.markdown]
+    return "\n".join(str(e.value) for e in elements)
+
+
+def test_admin_never_shows_a_url_password(bare_admin):
+    at = admin()
+    no_exceptions(at)
+    text = shown_text(at)
+    assert "DeepFakeNet admin" in text, text
+    assert "/store?password=***" in text, "the store URL is named, its password is not"
+    assert "The registry cannot be shown" in text and "admin:***@127.0.0.1" in text
+    assert SECRET not in text
+
+
+def test_admin_sign_in_is_throttled(bare_admin):
+    at = admin(password=None)
+    for expected in ("Wrong password.", "Wrong password. Try again in 100 s."):
+        at.text_input(key="admin.password").input("wrong")
+        at.form_submit_button[0].click().run()
+        assert at.error[0].value == expected
+    # During the wait even the right password is refused, unchecked.
+    at.text_input(key="admin.password").input(PASSWORD)
+    at.form_submit_button[0].click().run()
+    no_exceptions(at)
+    assert at.error[0].value.startswith("Too many wrong passwords: try again in ")
+    assert "DeepFakeNet admin" not in shown_text(at) and at.text_input
+    # Another session has its own count (the process-wide one allows 20 failures).
+    other = admin()
+    no_exceptions(other)
+    assert "DeepFakeNet admin" in shown_text(other)

@@ -196,7 +196,7 @@ def test_concurrent_runs_one_promotes_one_exits(project):
     rule = (
         "collect.min_new_labels=10",
         "promotion.max_drop=0.25",
-        "promotion.feedback_must_improve=false",
+        "promotion.require_improvement=false",
     )
     stop, statuses = threading.Event(), []
 
@@ -219,6 +219,13 @@ def test_concurrent_runs_one_promotes_one_exits(project):
     report = _report(winner, project.root)
     assert report["status"] == "promoted", report
     assert report["new_labels"] == 40  # the 4 below the threshold earlier count now too
+    # Both models were compared on the original test images and, paired, on the feedback ones.
+    assert report["reasons"][-1].startswith("decision: promote"), report["reasons"]
+    for role in ("champion", "challenger"):
+        metrics = report[f"{role}_metrics"]
+        assert metrics["fixed_n_real"] > 0 and metrics["fixed_n_fake"] > 0
+        assert metrics["fixed_auroc"] is not None
+    assert report["feedback"]["items"] == report["challenger_metrics"]["feedback_items"]
 
     # A new DVC data version, committed to git and pushed to the remote.
     v_after = data_version(project.root / "data.dvc")
@@ -274,7 +281,10 @@ def test_a_losing_challenger_is_not_promoted(project):
     assert result.returncode == 0, result.stderr[-3000:]
     report = _report(result, project.root)
     assert report["status"] == "kept", report
-    assert report["challenger_metrics"]["auroc"] < report["champion_metrics"]["auroc"] - 0.01
+    # Diverged weights score worse, or NaN (no metric at all): either way the rule refuses.
+    ours, theirs = (report[f"{r}_metrics"]["fixed_auroc"] for r in ("challenger", "champion"))
+    assert ours is None or ours < theirs - 0.01, report
+    assert report["reasons"][-1].startswith("decision: keep the champion"), report["reasons"]
     assert data_version(project.root / "data.dvc") != dvc_before, "the data version still moves"
     client = MlflowClient(project.tracking_uri)
     assert str(registry.version_for_alias(client, "deepfakenet", "champion").version) == "2"
@@ -296,6 +306,8 @@ def test_a_crash_midway_changes_nothing_that_serves(project):
     )
     assert result.returncode == 1, result.stderr[-3000:]
     assert "champion is unchanged" in result.stderr + result.stdout
+    assert "Traceback" in result.stderr + result.stdout, "an unexpected error keeps its traceback"
+    assert _report(result, project.root)["status"] == "failed"
     assert str(registry.version_for_alias(client, "deepfakenet", "champion").version) == "2"
     assert len(client.search_model_versions("name = 'deepfakenet'")) == versions_before
     unused = Store(project.service.store_url).feedback_frame(unused_only=True)

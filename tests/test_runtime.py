@@ -1,10 +1,13 @@
-"""Following the registry's champion: swap on demand and by polling, never on a bad alias."""
+"""Following the registry's champion: swap on demand and by polling, never on a bad alias, and
+keep serving through a registry outage."""
 
 import time
 
 import mlflow
 import pytest
 import torch
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
 from deepfakenet import registry
 from deepfakenet.errors import RegistryError
@@ -65,3 +68,48 @@ def test_polling_thread_follows_the_alias(two_versions):
     finally:
         watcher.stop()
     assert holder.current.version == "2"
+
+
+class _Outage:
+    """Makes the watcher's registry client fail like a tracking server that is down."""
+
+    def __init__(self, client) -> None:
+        self.client, self.real, self.down = client, client.get_model_version_by_alias, True
+
+    def __call__(self, name, alias):
+        if self.down:
+            raise MlflowException("503 Service Unavailable", error_code=TEMPORARILY_UNAVAILABLE)
+        return self.real(name, alias)
+
+
+def test_an_outage_is_reported_as_such_and_the_model_keeps_serving(two_versions, monkeypatch):
+    uri, _, holder = two_versions
+    watcher = ChampionWatcher(holder, uri, "deepfakenet")
+    monkeypatch.setattr(watcher.client, "get_model_version_by_alias", _Outage(watcher.client))
+    with pytest.raises(MlflowException) as caught:
+        watcher.check()
+    assert not isinstance(caught.value, RegistryError), "an outage is not 'no such alias'"
+    assert holder.current.version == "1"
+
+
+def test_polling_survives_an_outage_and_follows_the_alias_after_it(two_versions, monkeypatch):
+    uri, client, holder = two_versions
+    watcher = ChampionWatcher(holder, uri, "deepfakenet", interval_s=0.1)
+    outage = _Outage(watcher.client)
+    monkeypatch.setattr(watcher.client, "get_model_version_by_alias", outage)
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while watcher.last_error is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert watcher.last_error is not None and "503" in watcher.last_error
+        time.sleep(0.3)  # several failed polls: the thread is still alive and serving v1
+        assert watcher._thread.is_alive() and holder.current.version == "1"
+        registry.set_alias(client, "deepfakenet", registry.CHAMPION, 2)
+        outage.down = False
+        deadline = time.monotonic() + 20
+        while holder.current.version != "2" and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        watcher.stop()
+    assert holder.current.version == "2" and watcher.last_error is None

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta, timezone
 
 import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from PIL import Image
@@ -117,3 +118,136 @@ def test_archive_is_content_addressed_atomic_and_purged(tmp_path):
     assert archive.exists(keep) and archive.exists(fresh) and not archive.exists(drop)
     with pytest.raises(ValueError, match="sha256"):
         archive.path("../../etc/passwd")
+
+
+# ------------------------------------------------------------------------- one vote per prediction
+
+
+def test_a_second_vote_replaces_the_first(store):
+    rec = record(client_key="k" * 64)
+    store.add_predictions([rec])
+    assert store.get_prediction(rec.id).client_key == "k" * 64
+    first = store.add_feedback(rec.id, "fake", "first look")
+    assert store.mark_feedback_used([first], "retrain-1") == 1
+    again = store.add_feedback(rec.id, "real", "looked again")
+    assert again == first, "the feedback id stays the same for the prediction"
+    frame = store.feedback_frame()
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    assert (row["human_label"], row["comment"], row["client_key"]) == (
+        "real",
+        "looked again",
+        "k" * 64,
+    )
+    assert pd.isna(row["used_at"]) and row["used_by"] is None, "a changed vote is new again"
+
+
+def test_concurrent_votes_on_one_prediction_keep_one_row(store):
+    rec = record()
+    store.add_predictions([rec])
+    labels = ["real" if i % 2 else "fake" for i in range(24)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = list(pool.map(lambda label: store.add_feedback(rec.id, label), labels))
+    assert len(set(ids)) == 1, "every writer got the one vote's id"
+    frame = store.feedback_frame()
+    assert len(frame) == 1 and frame.iloc[0]["feedback_id"] == ids[0]
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM feedback")).scalar() == 1
+
+
+def test_the_unique_index_refuses_a_second_row(store):
+    rec = record()
+    store.add_predictions([rec])
+    store.add_feedback(rec.id, "real")
+    with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO feedback (id, prediction_id, created_at, label) "
+                "VALUES (:id, :pid, :at, 'fake')"
+            ),
+            {"id": "f" * 32, "pid": rec.id, "at": utcnow()},
+        )
+
+
+#: The schema of the previous release (no client key, no unique vote per prediction).
+OLD_SCHEMA = [
+    """CREATE TABLE predictions (
+        id VARCHAR(32) NOT NULL PRIMARY KEY, created_at {ts} NOT NULL,
+        endpoint VARCHAR(16) NOT NULL, model_name VARCHAR(128) NOT NULL,
+        model_version VARCHAR(32) NOT NULL, prob_fake FLOAT NOT NULL, label VARCHAR(8) NOT NULL,
+        threshold FLOAT NOT NULL, sha256 VARCHAR(64) NOT NULL, width INTEGER NOT NULL,
+        height INTEGER NOT NULL, format VARCHAR(16) NOT NULL)""",
+    """CREATE TABLE feedback (
+        id VARCHAR(32) NOT NULL PRIMARY KEY,
+        prediction_id VARCHAR(32) NOT NULL REFERENCES predictions (id) ON DELETE CASCADE,
+        created_at {ts} NOT NULL, label VARCHAR(8) NOT NULL, comment TEXT,
+        used_at {ts}, used_by VARCHAR(128))""",
+    "CREATE INDEX ix_feedback_prediction_id ON feedback (prediction_id)",
+]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/old.db"
+    return request.getfixturevalue("pg_database")
+
+
+def _old_store(url: str, duplicates: bool) -> str:
+    """Fill ``url`` the way the previous release did; returns the prediction id."""
+    engine = sa.create_engine(url)
+    sqlite = engine.dialect.name == "sqlite"
+    now = utcnow().replace(tzinfo=None) if sqlite else utcnow()
+    with engine.begin() as conn:
+        for ddl in OLD_SCHEMA:
+            conn.execute(sa.text(ddl.format(ts="DATETIME" if sqlite else "TIMESTAMPTZ")))
+        conn.execute(
+            sa.text(
+                "INSERT INTO predictions VALUES "
+                "('p1', :at, 'predict', 'deepfakenet', '1', 0.9, 'fake', 0.5, :sha, 8, 8, 'PNG')"
+            ),
+            {"at": now, "sha": "ab" * 32},
+        )
+        votes = [("f1", "real"), ("f2", "fake")] if duplicates else [("f1", "real")]
+        for i, (fid, label) in enumerate(votes):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO feedback (id, prediction_id, created_at, label) "
+                    "VALUES (:id, 'p1', :at, :label)"
+                ),
+                {"id": fid, "at": now + timedelta(seconds=i), "label": label},
+            )
+    engine.dispose()
+    return "p1"
+
+
+def test_a_database_of_the_previous_release_is_upgraded(empty_url):
+    url, pid = empty_url, _old_store(empty_url, duplicates=False)
+    store = Store(url)
+    Store(url).close()  # a second process opening it: the upgrade is idempotent
+    inspector = sa.inspect(store.engine)
+    assert "client_key" in {c["name"] for c in inspector.get_columns("predictions")}
+    assert "uq_feedback_prediction_id" in {i["name"] for i in inspector.get_indexes("feedback")}
+    assert store.get_prediction(pid).client_key is None
+    store.add_predictions([record(client_key="c" * 64)])
+    assert store.add_feedback(pid, "fake") == "f1"
+    assert store.feedback_frame()["human_label"].tolist() == ["fake"]
+    store.close()
+    with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO feedback (id, prediction_id, created_at, label) "
+                             "VALUES ('f9', 'p1', CURRENT_TIMESTAMP, 'real')"))  # fmt: skip
+
+
+def test_old_duplicate_votes_are_read_as_the_latest_one(empty_url):
+    url, pid = empty_url, _old_store(empty_url, duplicates=True)
+    store = Store(url)
+    frame = store.feedback_frame()
+    assert frame[["feedback_id", "human_label"]].values.tolist() == [["f2", "fake"]]
+    assert store.add_feedback(pid, "real", "changed my mind") == "f2", "the latest is updated"
+    frame = store.feedback_frame()
+    assert frame[["feedback_id", "human_label"]].values.tolist() == [["f2", "real"]]
+    # A reader (the dashboard) opening the old file sees the same, and it is not rewritten.
+    reader = Store(url, create=False)
+    assert reader.feedback_frame()["feedback_id"].tolist() == ["f2"]
+    reader.close()
+    store.close()

@@ -67,6 +67,16 @@ def test_train_registers_logs_and_evaluates(cfg_train, cfg_evaluate, tmp_path):
     assert float(net.threshold) == pytest.approx(metrics["calibration/threshold"], rel=1e-5)
     assert float(net.threshold) != 0.5, "the threshold is chosen on validation, not the default"
 
+    # The tiny tree's splits are small: said in the log, the run's tags and the metrics file.
+    test_rows = objects["datamodule"].split_index("test")
+    n_real = int((test_rows["label"] == "real").sum())
+    assert run.data.tags["deepfakenet.small_split"] == "true"
+    assert run.data.tags["deepfakenet.test_n_real"] == str(n_real)
+    assert int(run.data.tags["deepfakenet.test_n_fake"]) == len(test_rows) - n_real
+    assert "min_test_per_class=30" in run.data.tags["deepfakenet.small_split.note"]
+    written = json.loads((tmp_path / "reports" / "train" / "metrics.json").read_text())
+    assert written["small_split"] is True and written["counts"]["test"]["real"] == n_real
+
     # A second run trains version 2; the champion stays on version 1.
     _, objects2 = train(cfg_train)
     assert str(objects2["model_version"].version) == "2"
@@ -90,6 +100,10 @@ def test_train_registers_logs_and_evaluates(cfg_train, cfg_evaluate, tmp_path):
     assert native["acc"] == pytest.approx(report["metrics"]["acc"], abs=1e-6)
     assert (tmp_path / "report" / "robustness.md").read_text().startswith("| condition")
     assert report["n_samples"] == int((objects2["datamodule"].index["split"] == "test").sum())
+    # The report says how many images per class it rests on, and that this is few.
+    assert report["counts"] == {"real": n_real, "fake": len(test_rows) - n_real}
+    assert report["small_split"] is True and report["min_test_per_class"] == 30
+    assert any("small test split" in warning for warning in report["warnings"])
     for png in ("roc.png", "confusion_matrix.png", "reliability.png"):
         assert (tmp_path / "report" / png).stat().st_size > 1000
     # The job and the trainer's own test loop compute the same metrics on the same split.
@@ -103,3 +117,24 @@ def test_evaluate_unknown_model_is_a_clear_error(cfg_evaluate):
     cfg_evaluate.model_ref = "champion"
     with pytest.raises(RegistryError, match="no model"):
         evaluate(cfg_evaluate)
+
+
+def test_a_split_large_enough_is_not_flagged(cfg_evaluate, trained_registry, tmp_path):
+    cfg_evaluate.registry.tracking_uri = trained_registry.tracking_uri
+    cfg_evaluate.report_dir = str(tmp_path / "report")
+    cfg_evaluate.min_test_per_class = 1
+    report = evaluate(cfg_evaluate)
+    assert report["small_split"] is False and report["warnings"] == []
+    assert min(report["counts"].values()) >= 1
+
+
+def test_a_failed_training_run_is_marked_failed(cfg_train, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("calibration blew up")
+
+    monkeypatch.setattr("deepfakenet.pipeline._calibrate", broken)
+    with pytest.raises(RuntimeError, match="blew up"):
+        train(cfg_train)
+    client = MlflowClient(cfg_train.registry.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("deepfakenet").experiment_id])
+    assert [run.info.status for run in runs] == ["FAILED"], "never left RUNNING"

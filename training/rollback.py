@@ -1,36 +1,61 @@
-"""Serve the previous champion again: ``python training/rollback.py`` (``make rollback``)."""
+"""Serve the previous champion again: ``python training/rollback.py`` (``make rollback``).
+
+Exit codes (:mod:`deepfakenet.cli`): 0 rolled back; 2 refused with one line (no ``previous``
+alias to roll back to, an invalid config); 75 a retraining run holds the lock (try later);
+1 unexpected error (e.g. the registry cannot be read), with its traceback.
+"""
 
 from __future__ import annotations
 
 import logging
-import sys
 
 import filelock
 import hydra
 from omegaconf import DictConfig
 
 from deepfakenet import registry
-from deepfakenet.retrain import ExitCode, notify_service
+from deepfakenet.cli import run_job
+from deepfakenet.config import RollbackSchema, validate
+from deepfakenet.errors import JobLockedError
+from deepfakenet.retrain import notify_service
 
 log = logging.getLogger(__name__)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="rollback.yaml")
-def main(cfg: DictConfig) -> None:
-    """Swap ``champion`` and ``previous`` (exit 75 while a retraining run holds the lock)."""
+def rollback(cfg: DictConfig) -> tuple[str, str]:
+    """Swap ``champion`` and ``previous`` under the retraining lock; tell the service.
+
+    Returns:
+        ``(champion, previous)`` after the swap.
+
+    Raises:
+        ConfigError: The config has an unknown key or a bad value.
+        JobLockedError: A retraining run holds the lock (a rollback never interleaves with a
+            promotion).
+        RegistryError: There is no ``previous`` (or no ``champion``) to swap.
+    """
+    settings = validate(cfg, RollbackSchema, "conf/rollback.yaml")
     client = registry.use(registry.registry_config(cfg))
-    lock = filelock.FileLock(str(cfg.lock_file))
+    lock = filelock.FileLock(settings.lock_file)
     try:
         lock.acquire(timeout=0)
-    except filelock.Timeout:
-        log.warning("a retraining run holds %s; try the rollback again later", cfg.lock_file)
-        sys.exit(ExitCode.LOCKED)
+    except filelock.Timeout as err:
+        raise JobLockedError(
+            f"a retraining run holds {settings.lock_file}; try the rollback again later"
+        ) from err
     try:
-        champion, previous = registry.rollback(client, cfg.registry.model_name)
+        champion, previous = registry.rollback(client, settings.registry.model_name)
     finally:
         lock.release()
     log.info("rolled back: champion is version %s again (previous: %s)", champion, previous)
     notify_service(cfg.notify)
+    return champion, previous
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="rollback.yaml")
+def main(cfg: DictConfig) -> None:
+    """Run the rollback (exit codes in the module docstring)."""
+    run_job("rollback", lambda: rollback(cfg))
 
 
 if __name__ == "__main__":

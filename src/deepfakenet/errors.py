@@ -19,12 +19,33 @@ class ImageTooLargeError(InvalidImageError):
     """The upload is over the byte limit or the decoded image over the pixel limit."""
 
 
-class DatasetError(DeepFakeNetError):
+class JobRefused(DeepFakeNetError):
+    """An expected condition stops a command-line job: exit code 2 and one line, no traceback.
+
+    See :mod:`deepfakenet.cli`. Raise a subclass for conditions a user causes and can fix (no
+    champion yet, a bad data tree, a typo in the config), never for a bug or an outage.
+    """
+
+
+class JobLockedError(DeepFakeNetError):
+    """Another run holds the job's lock (exit code 75): try again later."""
+
+
+class ConfigError(JobRefused):
+    """A job's config has an unknown key or a value out of range."""
+
+
+class DatasetError(JobRefused):
     """The data tree is missing, empty, or lacks one of the classes."""
 
 
-class RegistryError(DeepFakeNetError):
-    """A registered model, version or alias that was asked for does not exist."""
+class RegistryError(JobRefused):
+    """A registered model, version or alias that was asked for does not exist.
+
+    Only a genuine "not found" becomes this error; any other registry failure (a tracking
+    server's 5xx, a timeout) stays an :class:`mlflow.exceptions.MlflowException`, so that jobs
+    fail closed instead of reading an outage as "no champion".
+    """
 
 
 class NotFoundError(DeepFakeNetError):

@@ -4,7 +4,8 @@ Thin on purpose: each function calls the library module that owns the records
 (:mod:`deepfakenet.store`, :mod:`deepfakenet.features`, :mod:`deepfakenet.registry`) and turns
 "nothing there yet" into an answer the page can show, instead of an exception. A reader never
 creates what it reads: a dashboard started before the service must not leave an empty SQLite
-file or MLflow database behind where the real one is expected.
+file or MLflow database behind where the real one is expected. No URL leaves this module with
+its password: logs and error messages go through :func:`deepfakenet.security.redact`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from deepfakenet import registry
 from deepfakenet.errors import RegistryError
 from deepfakenet.features import feature_matrix, read_features
+from deepfakenet.security import redact
 from deepfakenet.store import Store, sqlite_file
 
 log = logging.getLogger(__name__)
@@ -47,15 +49,19 @@ def day_range_utc(first: date, last: date) -> tuple[datetime, datetime]:
 
 def store_is_ready(url: str) -> bool:
     """Whether the store at ``url`` exists and has its tables (the service created them)."""
-    path = sqlite_file(url)
-    if path is not None and not path.is_file():
+    try:
+        path = sqlite_file(url)
+        if path is not None and not path.is_file():
+            return False
+        engine = sa.create_engine(url)
+    except (sa.exc.SQLAlchemyError, ValueError) as err:  # a malformed URL quotes itself
+        log.warning("cannot use the store URL %s: %s", redact(url), redact(err, url))
         return False
-    engine = sa.create_engine(url)
     try:
         inspector = sa.inspect(engine)
         return all(inspector.has_table(name) for name in STORE_TABLES)
     except sa.exc.SQLAlchemyError as err:
-        log.warning("cannot inspect the store at %s: %s", url, err)
+        log.warning("cannot inspect the store at %s: %s", redact(url), redact(err, url))
         return False
     finally:
         engine.dispose()
@@ -121,12 +127,14 @@ def read_registry(tracking_uri: str, model_name: str, experiment_name: str) -> R
     must not repoint the process-wide MLflow URI of whoever else runs in the same process.
 
     Raises:
-        RegistryError: The registry does not exist or cannot be read.
+        RegistryError: The registry does not exist or cannot be read. Its message (which the
+            admin page shows) never holds the URI's password.
     """
+    where = redact(tracking_uri)
     path = sqlite_file(tracking_uri)
     if path is not None and not path.is_file():
         raise RegistryError(
-            f"no MLflow registry at {tracking_uri}: train a model first (`make demo`), or set "
+            f"no MLflow registry at {where}: train a model first (`make demo`), or set "
             "DEEPFAKENET_MLFLOW_TRACKING_URI / MLFLOW_TRACKING_URI to the registry the service uses"
         )
     try:
@@ -134,7 +142,9 @@ def read_registry(tracking_uri: str, model_name: str, experiment_name: str) -> R
         versions = registry.versions_frame(client, model_name)
         runs = registry.retrain_runs_frame(client, experiment_name)
     except MlflowException as err:
-        raise RegistryError(f"cannot read the MLflow registry at {tracking_uri}: {err}") from err
+        reason = redact(err, tracking_uri)
+        log.warning("cannot read the MLflow registry at %s: %s", where, reason)
+        raise RegistryError(f"cannot read the MLflow registry at {where}: {reason}") from None
     champion = None
     for _, row in versions.iterrows():
         if registry.CHAMPION in str(row["aliases"]).split(","):

@@ -36,6 +36,7 @@ from deepfakenet.models.module import DetectorModule
 from deepfakenet.models.net import DeepfakeNet
 from deepfakenet.plots import evaluation_figures, reliability_figure
 from deepfakenet.protocol import ProtocolSettings, robustness_table, to_markdown
+from deepfakenet.security import redact
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ def _log_run_context(
         "data_version": data_version(cfg.paths.dvc_file),
         "git_commit": git_commit(cfg.paths.root_dir) or "unknown",
     }
-    params = _flat_params(cfg)
+    # A store or registry URL may carry a password: params and the config copy never do.
+    params = {k: redact(v) if isinstance(v, str) else v for k, v in _flat_params(cfg).items()}
     params["model/params_total"] = sum(p.numel() for p in model.parameters())
     logger.log_hyperparams(params)
     client, run_id = logger.experiment, logger.run_id
@@ -78,7 +80,7 @@ def _log_run_context(
     client.set_tag(run_id, "mlflow.source.git.commit", lineage["git_commit"])
     for tag in cfg.get("tags") or []:
         client.set_tag(run_id, f"tag.{tag}", "true")
-    client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
+    client.log_text(run_id, redact(OmegaConf.to_yaml(cfg, resolve=True)), "config/config.yaml")
     datamodule.setup()
     index = datamodule.index
     with mlflow.start_run(run_id=run_id):
@@ -90,6 +92,41 @@ def _log_run_context(
         )
         mlflow.log_input(dataset, context="training")
     return lineage
+
+
+#: Default least number of test images per class before a split is called small.
+MIN_TEST_PER_CLASS = 30
+#: Run tag set on every training run: "true" when a split is below the per-class minimum.
+SMALL_SPLIT_TAG = "deepfakenet.small_split"
+
+
+def class_counts(rows: pd.DataFrame) -> dict[str, int]:
+    """Images per class (``real``, ``fake``) in index rows of the data tree."""
+    counts = rows["label"].value_counts()
+    return {label: int(counts.get(label, 0)) for label in ("real", "fake")}
+
+
+def small_split_note(counts: dict[str, float], min_per_class: int, what: str) -> str | None:
+    """A warning when ``counts`` (images per class) is below ``min_per_class``, else None.
+
+    A metric over a handful of images of one class is mostly noise (one real image makes the
+    false-positive rate 0 or 1), so the number it rests on has to travel with it.
+    """
+    low = {label: int(n) for label, n in counts.items() if n < min_per_class}
+    if not low:
+        return None
+    shown = ", ".join(f"{int(n)} {label}" for label, n in counts.items())
+    return (
+        f"small {what}: {shown} (fewer than min_test_per_class={min_per_class} for "
+        f"{', '.join(low)}); its metrics rest on too few images to mean much"
+    )
+
+
+def _split_counts(datamodule: DeepfakeDataModule) -> dict[str, dict[str, int]]:
+    """Images per class in each split (excluded groups left out of train and val)."""
+    return {
+        split: class_counts(datamodule.split_index(split)) for split in ("train", "val", "test")
+    }
 
 
 def _write_json(path: str | Path, payload: dict[str, Any]) -> None:
@@ -159,6 +196,18 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     log.info("instantiating datamodule <%s>", cfg.data._target_)
     datamodule: DeepfakeDataModule = hydra.utils.instantiate(cfg.data)
+    # Scan the tree before anything is created: a missing class or an empty tree is a
+    # DatasetError (exit 2) that leaves no MLflow run behind.
+    datamodule.setup()
+    counts = _split_counts(datamodule)
+    min_per_class = int(cfg.get("min_test_per_class", MIN_TEST_PER_CLASS))
+    notes = [
+        note
+        for split in ("val", "test")
+        if (note := small_split_note(counts[split], min_per_class, f"{split} split"))
+    ]
+    for note in notes:
+        log.warning("%s", note)
     log.info("instantiating model <%s>", cfg.model._target_)
     model: DetectorModule = hydra.utils.instantiate(cfg.model)
     if cfg.get("init_from") is not None:
@@ -176,7 +225,48 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     log.info("instantiating trainer <%s>", cfg.trainer._target_)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 
+    try:
+        return _train_logged(cfg, client, datamodule, model, trainer, mlflow_logger, counts, notes)
+    except BaseException:
+        _fail_run(mlflow_logger)
+        raise
+
+
+def _fail_run(logger: MLFlowLogger) -> None:
+    """Mark the training run FAILED (a failed job never leaves a RUNNING run behind)."""
+    run_id = getattr(logger, "_run_id", None)  # None: the run was never created
+    if run_id is None:
+        return
+    try:
+        logger.experiment.set_terminated(run_id, status="FAILED")
+    except Exception:
+        log.exception("could not mark the MLflow run %s as FAILED", run_id)
+
+
+def _train_logged(
+    cfg: DictConfig,
+    client: Any,
+    datamodule: DeepfakeDataModule,
+    model: DetectorModule,
+    trainer: L.Trainer,
+    mlflow_logger: MLFlowLogger,
+    counts: dict[str, dict[str, int]],
+    notes: list[str],
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """:func:`train` once its MLflow run exists: fit, calibrate, test, log, register."""
     lineage = _log_run_context(mlflow_logger, cfg, datamodule, model)
+    mlflow_logger.experiment.set_tag(
+        mlflow_logger.run_id, SMALL_SPLIT_TAG, str(bool(notes)).lower()
+    )
+    for split, by_class in counts.items():
+        for label, n in by_class.items():
+            mlflow_logger.experiment.set_tag(
+                mlflow_logger.run_id, f"deepfakenet.{split}_n_{label}", str(n)
+            )
+    if notes:
+        mlflow_logger.experiment.set_tag(
+            mlflow_logger.run_id, f"{SMALL_SPLIT_TAG}.note", " | ".join(notes)[:5000]
+        )
     log.info(
         "training; MLflow run %s, data version %s", mlflow_logger.run_id, lineage["data_version"]
     )
@@ -226,6 +316,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
                 if "model_version" in objects
                 else None,
                 **lineage,
+                "counts": counts,
+                "small_split": bool(notes),
+                "warnings": notes,
                 "metrics": metrics,
             },
         )
@@ -235,22 +328,37 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a registered model (alias or version) on the test split of the data tree.
 
-    Writes ``metrics.json`` and the figures to ``cfg.report_dir``.
+    Writes ``metrics.json`` and the figures to ``cfg.report_dir``. The report says how many
+    images per class the metrics rest on (``counts``) and warns (log and ``warnings``) when a
+    class has fewer than ``cfg.min_test_per_class``.
 
     Args:
         cfg: A composed ``conf/evaluate.yaml``.
 
     Returns:
-        The report: model reference and version, data version, sample count and metrics.
+        The report: model reference and version, data version, sample and class counts, small
+        split warnings, and metrics (null where undefined, e.g. AUROC of a one-class split).
+
+    Raises:
+        RegistryError: Nothing is registered under ``cfg.model_ref`` (exit 2).
     """
     registry.use(registry.registry_config(cfg))
     net, version = registry.load_net(cfg.registry.model_name, cfg.model_ref)
     # Scored at the side the model was registered with, whatever the data config says.
     datamodule: DeepfakeDataModule = hydra.utils.instantiate(cfg.data, eval_crop_size=net.crop_size)
     datamodule.setup("test")
+    counts = class_counts(datamodule.split_index("test"))
+    min_per_class = int(cfg.get("min_test_per_class", MIN_TEST_PER_CLASS))
+    warnings = [note] if (note := small_split_note(counts, min_per_class, "test split")) else []
+    for warning in warnings:
+        log.warning("%s", warning)
     logits, targets = predict_loader(net, datamodule.test_dataloader())
     prob = net.prob_from_logits(logits)
     threshold = float(net.threshold)
+    metrics: dict[str, float | None] = dict(compute_metrics(prob, targets, threshold))
+    if min(counts.values()) == 0:  # torchmetrics answers 0 here; the truth is "undefined"
+        metrics.update(auroc=None, ap=None, f1=None)
+        warnings.append("the test split lacks a class: AUROC, AP and F1 are undefined (null)")
     report = {
         "model": registry.model_uri(cfg.registry.model_name, version.version),
         "model_ref": str(cfg.model_ref),
@@ -259,10 +367,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "data_version": data_version(cfg.paths.dvc_file),
         "split": "test",
         "n_samples": len(targets),
+        # What the metrics rest on: images per class, and whether that is too few.
+        "counts": counts,
+        "min_test_per_class": min_per_class,
+        "small_split": bool(warnings),
+        "warnings": warnings,
         "threshold": threshold,
         "temperature": float(net.temperature),
         "logit_bias": float(net.logit_bias),
-        "metrics": compute_metrics(prob, targets, threshold),
+        "metrics": metrics,
     }
     out = Path(cfg.report_dir)
     if cfg.get("robustness"):

@@ -110,12 +110,40 @@ def log_and_register(
     return client.get_model_version(model_name, version)
 
 
+#: The MLflow error code of a model or version that does not exist (HTTP 404 over REST).
+_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
+
+
+def is_not_found(err: MlflowException) -> bool:
+    """Whether ``err`` says the registered model, version or alias does not exist.
+
+    Only this may be read as "there is no champion (yet)"; anything else (a tracking server's
+    5xx, a timeout, a permission error) must fail the caller, or a registry outage would crown a
+    model without comparison. MLflow 3.17 reports a missing model or version as
+    ``RESOURCE_DOES_NOT_EXIST``, but a missing *alias* of an existing model as
+    ``INVALID_PARAMETER_VALUE`` ("Registered model alias X not found."), in the SQL store and, the
+    same code and message relayed, from a tracking server over REST (HTTP 400). The same code
+    also covers invalid names, so the alias case is told apart by its message.
+    """
+    code = str(getattr(err, "error_code", ""))
+    if code == _DOES_NOT_EXIST:
+        return True
+    message = str(getattr(err, "message", err)).lower()
+    return code == "INVALID_PARAMETER_VALUE" and "alias" in message and "not found" in message
+
+
 def version_for_alias(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
-    """The version an alias points at, or None when the alias (or model) does not exist."""
+    """The version an alias points at, or None when the alias (or model) does not exist.
+
+    Raises:
+        MlflowException: Any other registry failure (see :func:`is_not_found`).
+    """
     try:
         return client.get_model_version_by_alias(model_name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as err:
+        if is_not_found(err):
+            return None
+        raise
 
 
 def set_alias(client: MlflowClient, model_name: str, alias: str, version: str | int) -> None:
@@ -125,7 +153,12 @@ def set_alias(client: MlflowClient, model_name: str, alias: str, version: str | 
 
 
 def promote_if_no_champion(client: MlflowClient, model_name: str, version: str | int) -> bool:
-    """Make ``version`` the champion when no champion exists yet (the very first model)."""
+    """Make ``version`` the champion when no champion exists yet (the very first model).
+
+    Raises:
+        MlflowException: The registry could not say whether a champion exists (an outage):
+            nothing is crowned without an answer.
+    """
     if version_for_alias(client, model_name, CHAMPION) is not None:
         return False
     set_alias(client, model_name, CHAMPION, version)
@@ -137,6 +170,8 @@ def promote(client: MlflowClient, model_name: str, version: str | int) -> str | 
 
     The ``previous`` alias is moved first, so a crash between the two writes leaves the champion
     untouched. Returns the version that was champion before (None for the first champion).
+    A registry failure while reading the old champion is raised before anything moves, so
+    ``previous`` is never skipped because of an outage.
     """
     old = version_for_alias(client, model_name, CHAMPION)
     if old is not None and str(old.version) == str(version):
@@ -155,6 +190,7 @@ def rollback(client: MlflowClient, model_name: str) -> tuple[str, str]:
 
     Raises:
         RegistryError: There is no ``previous`` (or no ``champion``) to swap.
+        MlflowException: The registry could not be read (nothing is moved).
     """
     champion = version_for_alias(client, model_name, CHAMPION)
     previous = version_for_alias(client, model_name, PREVIOUS)
@@ -162,7 +198,8 @@ def rollback(client: MlflowClient, model_name: str) -> tuple[str, str]:
         raise RegistryError(
             f"rollback needs both {model_name}@{CHAMPION} and {model_name}@{PREVIOUS}; "
             f"found champion={champion and champion.version}, "
-            f"previous={previous and previous.version}"
+            f"previous={previous and previous.version}: nothing to roll back to (a previous "
+            "champion exists only once a retraining run has promoted a challenger)"
         )
     set_alias(client, model_name, CHAMPION, previous.version)
     set_alias(client, model_name, PREVIOUS, champion.version)
@@ -179,7 +216,10 @@ def resolve_version(client: MlflowClient, model_name: str, ref: str | int) -> Mo
     """The model version an alias (``champion``), number, or ``latest`` refers to.
 
     Raises:
-        RegistryError: Nothing is registered under that reference.
+        RegistryError: Nothing is registered under that reference (an expected condition: the
+            jobs exit 2 with one line).
+        MlflowException: Any other registry failure, e.g. a tracking server's 5xx: unexpected,
+            it keeps its traceback (the jobs exit 1) and a server keeps its current model.
     """
     try:
         if str(ref) == LATEST:
@@ -191,6 +231,8 @@ def resolve_version(client: MlflowClient, model_name: str, ref: str | int) -> Mo
             return client.get_model_version(model_name, str(ref))
         return client.get_model_version_by_alias(model_name, str(ref))
     except MlflowException as err:
+        if not is_not_found(err):
+            raise
         raise RegistryError(f"no model {model_uri(model_name, ref)} in the registry") from err
 
 
@@ -236,6 +278,8 @@ DECISION_TAG = "deepfakenet.retrain.decision"
 def versions_frame(client: MlflowClient, model_name: str) -> pd.DataFrame:
     """Every registered version with its aliases, run, data version and creation time.
 
+    Empty when the model is not registered; any other registry failure is raised.
+
     Columns: ``version`` (int), ``aliases`` (comma-separated), ``run_id``, ``data_version``,
     ``created_at`` (UTC), ``status``; newest first. Empty when nothing is registered.
     """
@@ -243,7 +287,9 @@ def versions_frame(client: MlflowClient, model_name: str) -> pd.DataFrame:
     try:
         versions = client.search_model_versions(f"name = '{model_name}'")
         aliases = client.get_registered_model(model_name).aliases or {}
-    except MlflowException:
+    except MlflowException as err:  # only "no such model" is empty; an outage is an error
+        if not is_not_found(err):
+            raise
         return pd.DataFrame(columns=columns)
     by_version: dict[str, list[str]] = {}
     for alias, version in aliases.items():

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from deepfakenet import registry
 from deepfakenet.models.net import DeepfakeNet
+from deepfakenet.security import redact
 from deepfakenet.store import utcnow
 
 log = logging.getLogger(__name__)
@@ -114,16 +115,23 @@ class ChampionWatcher:
         self.model_name = model_name
         self.alias = alias
         self.interval_s = interval_s
+        self.tracking_uri = tracking_uri
         self.client = registry.use(registry.RegistryConfig(tracking_uri=tracking_uri))
         self._check_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: The error of the current streak of failed polls (None while checks succeed).
+        self.last_error: str | None = None
 
     def check(self) -> bool:
         """Load and swap in the alias's version if it is not the one served; True if swapped.
 
+        The current model keeps serving whatever goes wrong: the swap is the last step.
+
         Raises:
-            RegistryError: The alias does not exist or its model does not load.
+            RegistryError: The alias (or the model) does not exist.
+            MlflowException: The registry could not be read (a tracking server's 5xx, a
+                timeout): an outage is not "no champion", and is reported as what it is.
         """
         with self._check_lock:
             version = registry.resolve_version(self.client, self.model_name, self.alias)
@@ -156,8 +164,31 @@ class ChampionWatcher:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        """Poll until stopped; an outage is logged once per streak, never kills the thread.
+
+        A registry that is down for an hour must not write a traceback every poll interval:
+        the first failure of a streak is logged with its traceback, later ones only when the
+        error changes, and the recovery is logged too. :attr:`last_error` holds the current
+        streak's error (None while the registry answers), passwords redacted.
+        """
         while not self._stop.wait(self.interval_s):
             try:
                 self.check()
-            except Exception:  # a registry outage must not kill the server; retry next tick
-                log.exception("checking %s@%s failed", self.model_name, self.alias)
+            except Exception as err:  # a registry outage must not kill the server; retry next tick
+                message = redact(f"{type(err).__name__}: {err}", self.tracking_uri)
+                if self.last_error is None:
+                    log.exception(
+                        "checking %s@%s failed; still serving version %s",
+                        self.model_name,
+                        self.alias,
+                        self.holder.current.version,
+                    )
+                elif message != self.last_error:
+                    log.warning(
+                        "checking %s@%s still fails: %s", self.model_name, self.alias, message
+                    )
+                self.last_error = message
+            else:
+                if self.last_error is not None:
+                    log.info("the registry answers again for %s@%s", self.model_name, self.alias)
+                self.last_error = None

@@ -6,9 +6,9 @@ message can be shown to a person as it is. :class:`ServiceUnavailableError` mean
 is not there or broke" (connection refused, timeout, 5xx); :class:`ServiceRejectedError` means
 "the service understood and said no" (4xx, with its reason).
 
-BentoML 1.4.40 answers a 4xx raised inside an API as ``[{"error": reason}]`` (a list), the
-service's upload guard as ``{"error": reason}``, and the FastAPI routes as ``{"detail": reason}``;
-:func:`error_reason` reads all three.
+The service answers every error as ``{"error": reason}``. Services of earlier releases also
+answered ``[{"error": reason}]`` (BentoML's own 4xx) and ``{"detail": reason}`` (the FastAPI
+routes); :func:`error_reason` still reads those, so the dashboard works against either.
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ from __future__ import annotations
 import base64
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from deepfakenet.errors import DeepFakeNetError
+
+if TYPE_CHECKING:
+    from deepfakenet.settings import DashboardSettings
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,8 @@ class ServiceClient:
         base_url: The service's base URL, e.g. ``http://127.0.0.1:3000``.
         timeout_s: Longest wait for one call.
         transport: An ``httpx`` transport to use instead of the network (tests).
+        feedback_token: Bearer token sent with ``/feedback`` (a service started with
+            ``DEEPFAKENET_FEEDBACK_TOKEN`` answers 401 without it); None sends none.
     """
 
     def __init__(
@@ -104,10 +109,29 @@ class ServiceClient:
         base_url: str,
         timeout_s: float = 120.0,
         transport: httpx.BaseTransport | None = None,
+        feedback_token: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self._transport = transport
+        self._feedback_token = feedback_token or None
+
+    def __repr__(self) -> str:
+        token = "***" if self._feedback_token else None
+        return f"ServiceClient({self.base_url!r}, feedback_token={token})"
+
+    @classmethod
+    def from_settings(
+        cls, settings: DashboardSettings, transport: httpx.BaseTransport | None = None
+    ) -> ServiceClient:
+        """The client the dashboard settings describe: URL, timeout and feedback token."""
+        token = settings.feedback_token.get_secret_value() if settings.feedback_token else None
+        return cls(
+            settings.service_url,
+            settings.service_timeout_s,
+            transport=transport,
+            feedback_token=token,
+        )
 
     def model_info(self) -> dict[str, Any]:
         """``GET /model``: the model being served (version, alias, input size, ...)."""
@@ -151,12 +175,16 @@ class ServiceClient:
 
         Raises:
             ServiceUnavailableError: The service cannot be reached or failed.
-            ServiceRejectedError: Unknown prediction (404), bad label or comment too long (400).
+            ServiceRejectedError: Unknown prediction (404), bad label or comment too long (400),
+                missing or wrong feedback token (401).
         """
         payload: dict[str, Any] = {"prediction_id": prediction_id, "label": label}
         if comment:
             payload["comment"] = comment
-        body = self._request("POST", "/feedback", json=payload)
+        headers = {}
+        if self._feedback_token:
+            headers["Authorization"] = f"Bearer {self._feedback_token}"
+        body = self._request("POST", "/feedback", json=payload, headers=headers)
         if not isinstance(body, dict) or "feedback_id" not in body:
             raise ServiceUnavailableError(
                 f"the service at {self.base_url} answered /feedback without a feedback id"

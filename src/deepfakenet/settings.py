@@ -41,6 +41,14 @@ class ServiceSettings(BaseSettings):
         admin_token: Bearer token for the admin endpoints (reload); None disables them.
         max_batch_size: Largest adaptive batch of the inference API.
         max_latency_ms: Latency budget of the adaptive batcher (requests over it answer 503).
+        request_read_timeout_s: Longest time to receive the body of an upload or feedback
+            request; a slower (or stalled) client gets 408, so it cannot hold a worker or a
+            graceful shutdown for longer than this.
+        client_key_salt: Secret of the pseudonymous client keys stored with each prediction
+            (HMAC-SHA256 of the client's address). None: a random salt is created once in
+            ``<home>/client_key.salt`` (mode 0600). Changing it makes every client new.
+        feedback_token: Bearer token ``/feedback`` requires (``Authorization: Bearer <token>``);
+            None leaves the route open.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
@@ -62,6 +70,9 @@ class ServiceSettings(BaseSettings):
     admin_token: SecretStr | None = None
     max_batch_size: int = Field(default=32, ge=2)  # BentoML's batchable APIs need 2 or more
     max_latency_ms: int = Field(default=10_000, gt=0)
+    request_read_timeout_s: float = Field(default=30.0, gt=0)
+    client_key_salt: SecretStr | None = None
+    feedback_token: SecretStr | None = None
 
     @model_validator(mode="after")
     def _derive_paths(self) -> ServiceSettings:
@@ -99,6 +110,13 @@ class DashboardSettings(BaseSettings):
             ``sqlite:///mlflow.db`` that ``make train`` writes (``conf/registry``).
         experiment_name: MLflow experiment of the training and retraining runs.
         model_name: Registered model name.
+        admin_login_free_failures: Wrong admin passwords in a row one browser session may
+            enter before it must wait (:class:`deepfakenet.security.LoginThrottle`).
+        admin_login_global_free_failures: The same for all sessions of the process together.
+        admin_login_delay_s: The first wait; it doubles with every further failure.
+        admin_login_max_delay_s: The longest wait.
+        feedback_token: Bearer token sent with ``/feedback`` (the service's
+            ``DEEPFAKENET_FEEDBACK_TOKEN``: one variable configures both sides).
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
@@ -112,6 +130,11 @@ class DashboardSettings(BaseSettings):
     )
     experiment_name: str = "deepfakenet"
     model_name: str = "deepfakenet"
+    admin_login_free_failures: int = Field(default=3, ge=0)
+    admin_login_global_free_failures: int = Field(default=20, ge=0)
+    admin_login_delay_s: float = Field(default=1.0, gt=0)
+    admin_login_max_delay_s: float = Field(default=300.0, gt=0)
+    feedback_token: SecretStr | None = None
 
     @property
     def admin_enabled(self) -> bool:

@@ -32,6 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from deepfakenet.errors import InvalidFeedbackError, NotFoundError
 from deepfakenet.files import atomic_write
 from deepfakenet.labels import LABELS
+from deepfakenet.security import redact
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,12 @@ def utcnow() -> datetime:
 def new_id() -> str:
     """A random 32-hex-digit id: unguessable, so ids can be handed to clients."""
     return uuid.uuid4().hex
+
+
+#: Longest client key the store keeps (a hex SHA-256 HMAC is 64 characters).
+CLIENT_KEY_CHARS = 64
+#: One feedback row per prediction: a later vote replaces the earlier one.
+FEEDBACK_UNIQUE_INDEX = "uq_feedback_prediction_id"
 
 
 class Base(DeclarativeBase):
@@ -67,16 +74,25 @@ class Prediction(Base):
     width: Mapped[int] = mapped_column(sa.Integer)
     height: Mapped[int] = mapped_column(sa.Integer)
     format: Mapped[str] = mapped_column(sa.String(16))
+    # A keyed hash of the client (filled by the service; never the address itself), so that one
+    # client voting many times on re-uploads of the same image counts once. Nullable: records
+    # of the previous release have none.
+    client_key: Mapped[str | None] = mapped_column(sa.String(CLIENT_KEY_CHARS), nullable=True)
 
 
 class Feedback(Base):
-    """A person's verdict on a prediction; ``used_*`` is set once retraining consumed it."""
+    """A person's verdict on a prediction; ``used_*`` is set once retraining consumed it.
+
+    One verdict per prediction: a unique index on ``prediction_id`` (see
+    :meth:`Store.add_feedback`, which replaces an earlier verdict).
+    """
 
     __tablename__ = "feedback"
+    __table_args__ = (sa.Index(FEEDBACK_UNIQUE_INDEX, "prediction_id", unique=True),)
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
     prediction_id: Mapped[str] = mapped_column(
-        sa.String(32), sa.ForeignKey("predictions.id", ondelete="CASCADE"), index=True
+        sa.String(32), sa.ForeignKey("predictions.id", ondelete="CASCADE")
     )
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), index=True)
     label: Mapped[str] = mapped_column(sa.String(8))
@@ -101,6 +117,7 @@ class PredictionRecord:
     width: int
     height: int
     format: str
+    client_key: str | None = None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -117,7 +134,7 @@ def sqlite_file(url: str) -> Path | None:
     """The database file of a ``sqlite:///`` URL, None for other URLs and in-memory SQLite."""
     try:
         parsed = sa.make_url(url)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: e.g. a non-numeric port
         return None
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
@@ -142,8 +159,19 @@ class Store:
     Args:
         url: SQLAlchemy URL, e.g. ``sqlite:///var/store.db`` or
             ``postgresql+psycopg://user@host/db``.
-        create: Create missing tables (idempotent). Schema migrations of an existing
-            database are out of scope until the schema first changes.
+        create: Create missing tables (idempotent).
+
+    There are no migrations: tables are made by ``create_all``, which never changes an existing
+    table. A database written by the previous release is brought up to date here instead, by
+    two idempotent steps that are safe when several processes open the store at once:
+
+    * ``predictions.client_key`` is added when missing (``ALTER TABLE ... ADD COLUMN``,
+      nullable: old rows have no client key); done whenever the table exists, also with
+      ``create=False``, because every query selects the column;
+    * the unique index on ``feedback.prediction_id`` is created when missing (with
+      ``create=True``). Where old data already holds several votes on one prediction the
+      index cannot be built; the store then keeps working without it and
+      :meth:`feedback_frame` collapses those votes to the latest one.
     """
 
     def __init__(self, url: str, create: bool = True) -> None:
@@ -152,12 +180,50 @@ class Store:
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         if create:
             Base.metadata.create_all(self.engine)
+        self._upgrade(create)
         log.info("store at %s", self.safe_url)
+
+    def _upgrade(self, create: bool) -> None:
+        """Bring a database of the previous release up to this schema (see the class doc)."""
+        inspector = sa.inspect(self.engine)
+        if not inspector.has_table(Prediction.__tablename__):
+            return
+        columns = {c["name"] for c in inspector.get_columns(Prediction.__tablename__)}
+        if "client_key" not in columns:
+            ddl = f"ALTER TABLE predictions ADD COLUMN client_key VARCHAR({CLIENT_KEY_CHARS})"
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(sa.text(ddl))
+                log.info("store: added the column predictions.client_key (older database)")
+            except sa.exc.SQLAlchemyError as err:  # another process added it a moment ago
+                fresh = {c["name"] for c in sa.inspect(self.engine).get_columns("predictions")}
+                if "client_key" not in fresh:
+                    raise
+                log.debug("predictions.client_key was added concurrently: %s", err)
+        if not create or not inspector.has_table(Feedback.__tablename__):
+            return
+        indexes = {i["name"] for i in inspector.get_indexes(Feedback.__tablename__)}
+        if FEEDBACK_UNIQUE_INDEX in indexes:
+            return
+        ddl = (
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {FEEDBACK_UNIQUE_INDEX} ON feedback (prediction_id)"
+        )
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.text(ddl))
+            log.info("store: feedback now holds one vote per prediction (unique index added)")
+        except sa.exc.IntegrityError:
+            log.warning(
+                "store: older feedback holds several votes on one prediction; they are read as "
+                "the latest vote each (no unique index until they are collapsed)"
+            )
+        except sa.exc.SQLAlchemyError as err:  # e.g. created concurrently by another process
+            log.warning("store: could not add the unique feedback index: %s", err)
 
     @property
     def safe_url(self) -> str:
-        """The URL without its password, for logs."""
-        return self.engine.url.render_as_string(hide_password=True)
+        """The URL without its password (in the user part or a ``?password=`` query), for logs."""
+        return redact(self.url)
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -187,7 +253,12 @@ class Store:
         comment: str | None = None,
         max_comment_chars: int = 2000,
     ) -> str:
-        """Store a person's label (and comment) for a prediction; return the feedback id.
+        """Store a person's verdict on a prediction; return the feedback id.
+
+        One vote per prediction: a second call for the same prediction replaces the first
+        (label, comment, time) and returns the same id, and clears ``used_at``/``used_by``, so
+        that a changed vote is seen by the next retraining run. Safe for concurrent writers:
+        the unique index on ``prediction_id`` turns a lost insert race into an update.
 
         Raises:
             InvalidFeedbackError: The label is not ``real``/``fake`` or the comment is too long.
@@ -200,10 +271,29 @@ class Store:
             raise InvalidFeedbackError(
                 f"comment is {len(comment)} characters, over the limit of {max_comment_chars}"
             )
-        feedback_id = new_id()
+        try:
+            return self._put_feedback(prediction_id, label, comment)
+        except sa.exc.IntegrityError:
+            # Another writer inserted this prediction's vote between our read and our insert:
+            # it exists now, so this attempt updates it (a lost race is a replaced vote).
+            return self._put_feedback(prediction_id, label, comment)
+
+    def _put_feedback(self, prediction_id: str, label: str, comment: str | None) -> str:
+        """Update the prediction's (latest) vote, or insert the first one; one transaction."""
         with self._session.begin() as session:
             if session.get(Prediction, prediction_id) is None:
                 raise NotFoundError(f"no prediction with id {prediction_id!r}")
+            existing = session.scalars(
+                sa.select(Feedback)
+                .where(Feedback.prediction_id == prediction_id)
+                .order_by(Feedback.created_at.desc(), Feedback.id.desc())
+                .limit(1)
+            ).first()
+            if existing is not None:
+                existing.label, existing.comment = label, comment
+                existing.created_at, existing.used_at, existing.used_by = utcnow(), None, None
+                return existing.id
+            feedback_id = new_id()
             session.add(
                 Feedback(
                     id=feedback_id,
@@ -247,12 +337,15 @@ class Store:
         model_versions: Sequence[str] | None = None,
         unused_only: bool = False,
     ) -> pd.DataFrame:
-        """Feedback joined with its prediction: one row per feedback, newest last.
+        """Feedback joined with its prediction: one row per prediction's vote, newest last.
 
         Columns: ``feedback_id``, ``prediction_id``, ``created_at`` (of the feedback),
         ``human_label``, ``comment``, ``used_at``, ``used_by`` and the prediction's
         ``predicted_at``, ``model_version``, ``prob_fake``, ``model_label``, ``threshold``,
-        ``sha256``, ``width``, ``height``, ``format``.
+        ``sha256``, ``width``, ``height``, ``format``, ``client_key``.
+
+        A database of the previous release may hold several votes on one prediction (there was
+        no unique index): only the latest of them is returned, as if it had replaced the others.
         """
         query = (
             sa.select(
@@ -272,6 +365,7 @@ class Store:
                 Prediction.width,
                 Prediction.height,
                 Prediction.format,
+                Prediction.client_key,
             )
             .join(Prediction, Feedback.prediction_id == Prediction.id)
             .order_by(Feedback.created_at)
@@ -298,8 +392,12 @@ class Store:
             "width",
             "height",
             "format",
+            "client_key",
         ]
-        return self._frame(query, columns)
+        frame = self._frame(query, columns)
+        if frame["prediction_id"].duplicated().any():  # older database: the latest vote wins
+            frame = frame.drop_duplicates("prediction_id", keep="last").reset_index(drop=True)
+        return frame
 
     def shas_with_feedback(self) -> set[str]:
         """Content hashes of every image that received feedback (kept by the image purge)."""
