@@ -63,9 +63,9 @@ def register_model(workdir: Path, crop: int) -> tuple[str, str]:
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     client = registry.use(registry.RegistryConfig(uri, str(workdir / "artifacts")))
-    mlflow.set_experiment("serve-benchmark")
+    experiment = registry.experiment_id(client, "serve-benchmark", str(workdir / "artifacts"))
     torch.manual_seed(0)
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=experiment):
         version = registry.log_and_register(DeepfakeNet(crop_size=crop), "deepfakenet")
     registry.set_alias(client, "deepfakenet", registry.CHAMPION, version.version)
     return uri, registry.CHAMPION

@@ -136,6 +136,15 @@ README_COMMANDS: dict[str, tuple[str, ...] | str] = {
         "tests/test_cli.py::test_retrain_without_a_champion",
     ),
     "systemctl enable --now deepfakenet-retrain.timer": "not run: installs a systemd unit",
+    # the feedback loop replayed (minutes of training; its parts run in the retrain tests)
+    "DEEPFAKENET_MLFLOW_TRACKING_URI=sqlite:///$PWD/mlflow.db DEEPFAKENET_REGISTRY_POLL_SECONDS=5 "
+    "make serve": (PATH_TEST, "tests/test_runtime.py::test_polling_thread_follows_the_alias"),
+    "python benchmarks/feedback_loop.py --service-url http://127.0.0.1:3000 --n 120": "not run: "
+    "a benchmark (scores 120 images, then a full retrain); the loop it drives is run by "
+    + RETRAIN
+    + "test_concurrent_runs_one_promotes_one_exits",
+    'make data ARGS="synth.n_real=200 synth.n_fake=200"': (PATH_TEST,),
+    "make data": (PATH_TEST,),
 }
 
 

@@ -356,9 +356,9 @@ def test_promote_and_rollback_move_the_aliases(tmp_path):
     client = registry.use(
         registry.RegistryConfig(f"sqlite:///{tmp_path}/m.db", str(tmp_path / "a"))
     )
-    mlflow.set_experiment("aliases")
+    experiment = registry.experiment_id(client, "aliases", str(tmp_path / "a"))
     for _ in range(2):
-        with mlflow.start_run():
+        with mlflow.start_run(experiment_id=experiment):
             torch.manual_seed(0)
             registry.log_and_register(DeepfakeNet(crop_size=32), "deepfakenet")
     with pytest.raises(RegistryError, match="rollback needs"):

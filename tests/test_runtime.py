@@ -21,10 +21,11 @@ pytestmark = pytest.mark.slow
 def two_versions(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = registry.use(registry.RegistryConfig(uri, str(tmp_path / "artifacts")))
-    mlflow.set_experiment("runtime-test")
+    # An explicit artifact location: MLflow's default (./mlruns) would write into the checkout.
+    experiment = registry.experiment_id(client, "runtime-test", str(tmp_path / "artifacts"))
     for seed in (1, 2):
         torch.manual_seed(seed)
-        with mlflow.start_run():
+        with mlflow.start_run(experiment_id=experiment):
             registry.log_and_register(DeepfakeNet(crop_size=32), "deepfakenet")
     registry.set_alias(client, "deepfakenet", registry.CHAMPION, 1)
     net, version = registry.load_net("deepfakenet", registry.CHAMPION)
