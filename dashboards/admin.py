@@ -105,12 +105,17 @@ def _fingerprint(settings: DashboardSettings) -> str:
 
 @st.cache_resource
 def login_throttle(
-    free_failures: int, global_free_failures: int, delay_s: float, max_delay_s: float
+    free_failures: int,
+    global_free_failures: int,
+    delay_s: float,
+    max_delay_s: float,
+    global_max_delay_s: float,
 ) -> LoginThrottle:
     """The one throttle of this dashboard process (shared by every browser session)."""
     return LoginThrottle(
         delay_s=delay_s,
         max_delay_s=max_delay_s,
+        global_max_delay_s=global_max_delay_s,
         free_failures=free_failures,
         global_free_failures=global_free_failures,
     )
@@ -124,6 +129,7 @@ def _throttle_for(settings: DashboardSettings) -> tuple[LoginThrottle, str]:
         settings.admin_login_global_free_failures,
         settings.admin_login_delay_s,
         settings.admin_login_max_delay_s,
+        settings.admin_login_global_max_delay_s,
     )
     return throttle, session
 
@@ -150,7 +156,7 @@ def signed_in(settings: DashboardSettings) -> bool:
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
         throttle, session = _throttle_for(settings)
-        wait = throttle.retry_after(session)
+        wait = throttle.attempt(session)  # takes the try atomically (parallel sessions)
         if wait > 0:
             log.warning("admin sign-in refused unchecked: throttled for %.0f s more", wait)
             st.error(f"Too many wrong passwords: try again in {math.ceil(wait)} s.")
@@ -160,7 +166,7 @@ def signed_in(settings: DashboardSettings) -> bool:
             st.session_state[SESSION_KEY] = _fingerprint(settings)
             log.info("admin signed in")
             st.rerun()
-        wait = throttle.failed(session)
+        wait = throttle.wrong_password(session)
         st.error(
             "Wrong password." if wait <= 0 else f"Wrong password. Try again in {math.ceil(wait)} s."
         )

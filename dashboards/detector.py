@@ -18,7 +18,6 @@ from deepfakenet.errors import InvalidImageError
 from deepfakenet.imaging import DecodeLimits, decode_image
 from deepfakenet.labels import LABELS
 from deepfakenet.samples import Sample, make_samples
-from deepfakenet.security import redact
 from deepfakenet.service_client import (
     Explanation,
     ServiceClient,
@@ -51,7 +50,7 @@ def service_info(client: ServiceClient) -> dict[str, Any] | None:
         return None
     alias = f" ({info['alias']})" if info.get("alias") else ""
     st.caption(
-        f"Service {redact(client.base_url)} · model {info.get('model_name', '?')} "
+        f"Service {client.shown_url} · model {info.get('model_name', '?')} "
         f"v{info.get('model_version', '?')}{alias} · input {info.get('input_size', '?')} px"
     )
     return info

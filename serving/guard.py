@@ -43,6 +43,8 @@ log = logging.getLogger("deepfakenet.service")
 #: when uvicorn rewrote the client from an ``X-Forwarded-For`` header, which is why a request
 #: carrying that header never counts as internal.
 INPROCESS_CLIENT = ("127.0.0.1", 123)
+#: Longest accepted upload file name (the file system's limit is 255 bytes; BentoML adds to it).
+MAX_FILENAME_BYTES = 200
 
 
 def is_internal_call(scope: Scope) -> bool:
@@ -336,6 +338,11 @@ class UploadGuard:
                 return f"exactly one file is expected in form field 'image', got {len(images)}"
             if not isinstance(images[0], UploadFile):
                 return "form field 'image' must be a file upload, not a text value"
+            # BentoML names its temporary file after the upload's file name: a name the file
+            # system refuses ("File name too long") would be a 500 inside the framework.
+            name = (images[0].filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+            if len(name.encode("utf-8", "surrogateescape")) > MAX_FILENAME_BYTES:
+                return f"the upload's file name is over {MAX_FILENAME_BYTES} bytes"
             for name, value in form.multi_items():
                 if name != "image" and (isinstance(value, UploadFile) or name not in text_fields):
                     return f"unexpected form field {name!r}"

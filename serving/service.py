@@ -112,7 +112,11 @@ def _client_host(ctx: bentoml.Context) -> str | None:
 
 # -------------------------------------------------------------------------------- service
 
-admin_app = FastAPI(title="DeepFakeNet model and admin routes")
+# FastAPI's own /openapi.json, /docs and /redoc would be a second, untrue document (BentoML's
+# /docs.json, corrected by the guard, is the one): off.
+admin_app = FastAPI(
+    title="DeepFakeNet model and admin routes", openapi_url=None, docs_url=None, redoc_url=None
+)
 
 
 @bentoml.service(
@@ -262,7 +266,10 @@ class DeepfakeDetector:
     @bentoml.api(route="/feedback")
     async def feedback(
         self,
-        prediction_id: Annotated[str, Field(description="From a /predict or /explain answer.")],
+        prediction_id: Annotated[
+            str,
+            Field(description="From a /predict or /explain answer.", pattern=r"^[0-9a-f]{32}$"),
+        ],
         label: Annotated[Literal["real", "fake"], Field(description="The true label.")],
         comment: Annotated[
             str | None,

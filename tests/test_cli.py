@@ -192,6 +192,14 @@ def test_a_typo_in_the_config_file_is_refused(tmp_path):
     assert "max_drop" in result.stderr, "the message names the keys that exist"
 
 
+def test_a_misspelt_key_on_the_command_line_is_refused_by_hydra(tmp_path):
+    """Hydra refuses it before the job runs (exit 1, its own message): nothing happens."""
+    result = _retrain(tmp_path, "promotion.max_dorp=0.5")
+    assert result.returncode == 1
+    assert "max_dorp" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "mlflow.db").exists(), "no job ran"
+
+
 def test_bad_train_overrides_are_refused(tmp_path):
     _one_label(tmp_path)
     result = _retrain(tmp_path, 'train_overrides=["experiment=no_such_experiment"]')

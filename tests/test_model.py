@@ -77,10 +77,11 @@ def test_models_pickled_before_the_input_filter_still_load():
 
 
 def test_warm_start_refuses_weights_learnt_on_another_input_filter():
+    from deepfakenet.errors import ConfigError
     from deepfakenet.pipeline import _check_warm_start
 
     plain, highpass = DeepfakeNet(crop_size=32), DeepfakeNet(crop_size=32, input_filter="highpass")
     highpass.load_state_dict(plain.state_dict())  # loads: the filter has no parameters
-    with pytest.raises(ValueError, match="input filter"):
+    with pytest.raises(ConfigError, match="input filter"):
         _check_warm_start(plain, highpass)
     _check_warm_start(highpass, DeepfakeNet(crop_size=32, input_filter="highpass"))

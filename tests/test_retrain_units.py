@@ -549,6 +549,24 @@ def test_a_registry_outage_at_promotion_fails_the_run(loop, monkeypatch):
         retrain(cfg, OmegaConf.create())
     assert _job_run_status(client) == "FAILED"
     assert _champion(client) == "1"
+    runs = registry.retrain_runs_frame(client, "deepfakenet")
+    assert runs.iloc[0]["decision"] == "failed", "the history never shows a promotion that failed"
+
+
+def test_once_the_alias_moved_the_job_is_done_whatever_follows(loop, monkeypatch):
+    """Ending the run after a promotion is best effort: exit 1 would claim nothing moved."""
+    cfg, client = loop
+    real = MlflowClient.set_terminated
+
+    def flaky(self, run_id, status=None, end_time=None):
+        if status == "FINISHED":
+            raise MlflowException("503", error_code=TEMPORARILY_UNAVAILABLE)
+        return real(self, run_id, status=status, end_time=end_time)
+
+    monkeypatch.setattr(MlflowClient, "set_terminated", flaky)
+    report = retrain(cfg, OmegaConf.create())
+    assert report.status == "promoted" and report.promoted_at
+    assert _champion(client) == "2"
 
 
 def test_a_registry_outage_before_the_run_changes_nothing(loop, monkeypatch):

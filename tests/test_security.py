@@ -161,3 +161,33 @@ def test_remembered_sessions_are_bounded(clock):
     for n in range(10):
         throttle.failed(f"s{n}")
     assert list(throttle._sessions) == ["s7", "s8", "s9"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://app:pa/ss@db/x",  # SQLAlchemy takes / ? # unencoded in a password
+        "postgresql://app:p?w#x@db:5432/x",
+        "mysql://app:s3cr3t@db/x",
+    ],
+)
+def test_database_passwords_urllib_cannot_see_are_redacted(url):
+    password = url.split("://", 1)[1].split(":", 1)[1].rsplit("@", 1)[0]
+    assert password not in redact(url)
+
+
+def test_parallel_sessions_cannot_share_one_expired_wait(clock):
+    throttle = LoginThrottle(delay_s=5, free_failures=0, global_free_failures=0, clock=clock)
+    assert throttle.attempt("a") == 0  # a's try is taken (counted as a failure until success)
+    assert throttle.attempt("b") == 5, "b, racing a, must wait: the try was already taken"
+    throttle.succeeded("a")
+    assert throttle.attempt("b") == 0
+
+
+def test_the_process_wide_wait_is_short_so_strangers_cannot_lock_the_admin_out(clock):
+    throttle = LoginThrottle(delay_s=1, global_free_failures=0, global_max_delay_s=10, clock=clock)
+    for i in range(40):  # a stranger fails over and over from ever new sessions
+        throttle.failed(f"stranger-{i}")
+    assert throttle.retry_after("admin") == 10
+    clock.now += 10
+    assert throttle.attempt("admin") == 0

@@ -234,6 +234,9 @@ def _bomb() -> bytes:
         ("/predict", {"image": ("a.png", b"", "image/png")}, 400, "empty"),
         ("/features", {"image": ("a.png", _bomb(), "image/png")}, 413, "pixels"),
         ("/predict", {"other": ("a.png", encode(PHOTO), "image/png")}, 400, "field 'image'"),
+        # BentoML names its temp file after the upload: a name the file system refuses was a 500.
+        ("/predict", {"image": ("a" * 300 + ".png", encode(PHOTO), "image/png")}, 400, "name"),
+        ("/explain", {"image": ("é" * 130 + ".png", encode(PHOTO), "image/png")}, 400, "name"),
         # A PNG labelled as JPEG is decoded by its bytes, not by the label.
         ("/predict", {"image": ("a.jpg", encode(PHOTO), "image/jpeg")}, 200, None),
     ],
@@ -277,6 +280,13 @@ def test_feedback_errors(http, service):
         json={"prediction_id": pred["prediction_id"], "label": "real", "comment": "x" * 5000},
     )
     assert too_long.status_code == 400 and "comment" in error_of(too_long)
+    odd_id = http.post("/feedback", json={"prediction_id": "x\u0000", "label": "real"})
+    assert odd_id.status_code == 400 and "prediction_id" in error_of(odd_id)
+    nul = http.post(
+        "/feedback",
+        json={"prediction_id": pred["prediction_id"], "label": "real", "comment": "a\u0000b"},
+    )
+    assert nul.status_code == 400 and "NUL" in error_of(nul)
     missing = http.post("/feedback", json={"label": "real"})
     assert missing.status_code == 400 and "prediction_id: Field required" in error_of(missing)
     with bentoml.SyncHTTPClient(service.url) as client, pytest.raises(BentoMLException):

@@ -251,3 +251,43 @@ def test_old_duplicate_votes_are_read_as_the_latest_one(empty_url):
     assert reader.feedback_frame()["feedback_id"].tolist() == ["f2"]
     reader.close()
     store.close()
+
+
+def test_a_vote_changed_after_collection_is_not_consumed(store):
+    """A retraining run trains on the labels it read; a vote changed meanwhile stays fresh."""
+    rec = record()
+    store.add_predictions([rec])
+    vote = store.add_feedback(rec.id, "fake")
+    collected_at = utcnow()  # the run reads its labels here, then trains for minutes
+    time.sleep(0.01)
+    store.add_feedback(rec.id, "real", "looked again")
+    assert store.mark_feedback_used([vote], "run", collected_at=collected_at) == 0
+    fresh = store.feedback_frame(unused_only=True)
+    assert fresh["human_label"].tolist() == ["real"], "the changed vote is left for the next run"
+
+
+def test_the_same_vote_again_does_not_make_it_new(store):
+    rec = record()
+    store.add_predictions([rec])
+    vote = store.add_feedback(rec.id, "fake")
+    assert store.mark_feedback_used([vote], "run") == 1
+    store.add_feedback(rec.id, "fake", "still fake")
+    frame = store.feedback_frame()
+    assert frame.iloc[0]["comment"] == "still fake"
+    assert store.feedback_frame(unused_only=True).empty, "re-sending a vote cannot trigger runs"
+
+
+def test_an_old_database_is_read_without_changing_it(tmp_path):
+    """The admin page opens the store to read (create=False), perhaps as a database role that
+    may not ALTER (PostgreSQL): no DDL then, and the missing column reads as empty."""
+    path = tmp_path / "old.db"
+    pid = _old_store(f"sqlite:///{path}", duplicates=True)
+    reader = Store(f"sqlite:///{path}", create=False)
+    frame = reader.feedback_frame(unused_only=True)
+    assert frame[["prediction_id", "feedback_id"]].values.tolist() == [[pid, "f2"]]
+    assert frame["client_key"].isna().all()
+    assert reader.predictions_frame()["client_key"].isna().all()
+    reader.close()
+    columns = {c["name"] for c in sa.inspect(sa.create_engine(f"sqlite:///{path}")).get_columns(
+        "predictions")}  # fmt: skip
+    assert "client_key" not in columns, "a reader never changes the schema"

@@ -9,7 +9,9 @@ code  meaning
 0     done (for ``retrain``: promoted, kept the champion, or nothing to do)
 1     unexpected error: the traceback is logged; nothing was promoted or moved
 2     refused: an expected condition (no champion yet, no ``previous`` to roll back to, nothing
-      registered, an empty or one-class data tree, an unknown config key); one line on stderr
+      registered, an empty or one-class data tree, an unknown key in a config file, a bad
+      value); one line on stderr. A misspelt key on the command line is refused by Hydra
+      itself, before the job runs: exit 1 with Hydra's message
 75    another run holds the retraining lock (``EX_TEMPFAIL``): try again later
 ====  ==========================================================================================
 

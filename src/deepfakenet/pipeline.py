@@ -29,6 +29,7 @@ from deepfakenet.calibration import (
     calibrated_prob,
 )
 from deepfakenet.data.datamodule import DeepfakeDataModule
+from deepfakenet.errors import ConfigError
 from deepfakenet.inference import predict_loader
 from deepfakenet.lineage import data_version, git_commit
 from deepfakenet.metrics import compute_metrics
@@ -174,7 +175,7 @@ def _check_warm_start(source: DeepfakeNet, target: DeepfakeNet) -> None:
     """
     filters = type(source.input_filter).__name__, type(target.input_filter).__name__
     if filters[0] != filters[1]:
-        raise ValueError(
+        raise ConfigError(
             f"init_from: the source model's input filter is {filters[0]}, this recipe's is "
             f"{filters[1]}; train from scratch (init_from=null) or match model.net.input_filter"
         )

@@ -487,6 +487,7 @@ def _retrain_locked(
     store = Store(settings.store.url)
     try:
         collect = settings.collect
+        collected_at = utcnow()  # a vote changed after this is not consumed by this run
         labels, report.skipped_ties = collect_labels(store, collect.min_votes, collect.tie)
         root, data_dir = Path(settings.paths.root_dir), Path(settings.paths.data_dir)
         archive = ImageArchive(settings.store.image_dir)
@@ -522,30 +523,27 @@ def _retrain_locked(
         )
 
         report.job_run_id = _start_job_run(client, cfg, report)
-        moved = False
         try:
             _train_and_compare(cfg, settings, train_cfg, client, champion, report)
             # Consumed whatever the decision: the images are in this data version now.
             store.mark_feedback_used(
                 [i for ids in usable["feedback_ids"] for i in ids],
                 used_by=f"data:{report.data_version} run:{report.job_run_id}",
+                collected_at=collected_at,
             )
             if report.status == "promoted":  # the last change, after everything else held
                 registry.promote(client, name, report.challenger_version)
-                moved, report.promoted_at = True, utcnow().isoformat()
-            client.set_terminated(report.job_run_id, status="FINISHED")
+                report.promoted_at = utcnow().isoformat()
         except BaseException as err:
-            report.reasons.append(f"failed: {type(err).__name__}: {err}")
+            report.reasons.append(f"failed: {type(err).__name__}: {redact(err, cfg.store.url)}")
             report.status = "failed"
-            _end_run(client, report.job_run_id, "FAILED")
+            _end_run(client, report.job_run_id, "FAILED", decision="failed")
             _finish(settings.report_dir, report)
-            log.error(
-                "retraining failed; %s",
-                "the challenger was promoted before the failure"
-                if moved
-                else "the champion is unchanged",
-            )
+            log.error("retraining failed; the champion is unchanged")
             raise
+        # The alias has moved (or the champion was kept): from here on nothing may turn the run
+        # into a failure, so ending the run is best effort.
+        _end_run(client, report.job_run_id, "FINISHED")
         if report.status == "promoted":
             notify_service(cfg.notify)
         return _finish(settings.report_dir, report)
@@ -579,7 +577,11 @@ def _train_and_compare(
     report: RetrainReport,
 ) -> None:
     """Train the challenger, score both models on its test split, decide (nothing moves here)."""
-    from deepfakenet.pipeline import small_split_note, train  # heavy: Lightning
+    from deepfakenet.pipeline import (  # heavy: Lightning
+        MIN_TEST_PER_CLASS,
+        small_split_note,
+        train,
+    )
 
     name = settings.registry.model_name
     _, objects = train(_challenger_config(cfg, train_cfg, champion.version))
@@ -612,7 +614,7 @@ def _train_and_compare(
             "real": report.challenger_metrics["fixed_n_real"] or 0,
             "fake": report.challenger_metrics["fixed_n_fake"] or 0,
         },
-        int(train_cfg.get("min_test_per_class", 30)),
+        int(train_cfg.get("min_test_per_class", MIN_TEST_PER_CLASS)),
         "fixed test split",
     )
     if note:
@@ -674,9 +676,15 @@ def _log_job(client: Any, report: RetrainReport) -> None:
     )
 
 
-def _end_run(client: Any, run_id: str, status: str) -> None:
-    """Mark the job's run; never hides the error being raised (an outage may stop this too)."""
+def _end_run(client: Any, run_id: str, status: str, decision: str | None = None) -> None:
+    """End the job's run (and correct its decision tag); best effort, never raises.
+
+    It never hides the error being raised, and after a promotion it never turns a done job into
+    a failed one (an outage may stop these calls too).
+    """
     try:
+        if decision is not None:  # e.g. "promoted" was logged, then the promotion failed
+            client.set_tag(run_id, registry.DECISION_TAG, decision)
         client.set_terminated(run_id, status=status)
     except Exception:
         log.exception("could not mark the job's MLflow run %s as %s", run_id, status)

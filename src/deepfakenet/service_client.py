@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from deepfakenet.errors import DeepFakeNetError
+from deepfakenet.security import redact
 
 if TYPE_CHECKING:
     from deepfakenet.settings import DashboardSettings
@@ -112,13 +113,15 @@ class ServiceClient:
         feedback_token: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        #: The URL as messages and logs show it (a password in it hidden).
+        self.shown_url = redact(self.base_url)
         self.timeout_s = timeout_s
         self._transport = transport
         self._feedback_token = feedback_token or None
 
     def __repr__(self) -> str:
         token = "***" if self._feedback_token else None
-        return f"ServiceClient({self.base_url!r}, feedback_token={token})"
+        return f"ServiceClient({self.shown_url!r}, feedback_token={token})"
 
     @classmethod
     def from_settings(
@@ -166,7 +169,7 @@ class ServiceClient:
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ServiceUnavailableError(
-                f"the service at {self.base_url} answered /explain without a usable result "
+                f"the service at {self.shown_url} answered /explain without a usable result "
                 f"({err!r}); is it a DeepFakeNet service of a matching version?"
             ) from err
 
@@ -187,7 +190,7 @@ class ServiceClient:
         body = self._request("POST", "/feedback", json=payload, headers=headers)
         if not isinstance(body, dict) or "feedback_id" not in body:
             raise ServiceUnavailableError(
-                f"the service at {self.base_url} answered /feedback without a feedback id"
+                f"the service at {self.shown_url} answered /feedback without a feedback id"
             )
         return str(body["feedback_id"])
 
@@ -199,24 +202,24 @@ class ServiceClient:
                 response = client.request(method, url, **kwargs)
         except httpx.TimeoutException as err:
             raise ServiceUnavailableError(
-                f"the service at {self.base_url} did not answer {path} within {self.timeout_s:g} s"
+                f"the service at {self.shown_url} did not answer {path} within {self.timeout_s:g} s"
             ) from err
         except httpx.HTTPError as err:
             raise ServiceUnavailableError(
-                f"the service at {self.base_url} is not reachable ({type(err).__name__}); "
+                f"the service at {self.shown_url} is not reachable ({type(err).__name__}); "
                 "is it running? Start it with `make serve`"
             ) from err
-        log.debug("%s %s -> %d", method, url, response.status_code)
+        log.debug("%s %s%s -> %d", method, self.shown_url, path, response.status_code)
         if 400 <= response.status_code < 500:
             raise ServiceRejectedError(response.status_code, error_reason(response))
         if response.status_code >= 300:
             raise ServiceUnavailableError(
-                f"the service at {self.base_url} failed on {path} "
+                f"the service at {self.shown_url} failed on {path} "
                 f"({response.status_code}): {error_reason(response)}"
             )
         try:
             return response.json()
         except ValueError as err:
             raise ServiceUnavailableError(
-                f"the service at {self.base_url} answered {path} with a body that is not JSON"
+                f"the service at {self.shown_url} answered {path} with a body that is not JSON"
             ) from err

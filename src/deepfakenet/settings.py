@@ -114,7 +114,9 @@ class DashboardSettings(BaseSettings):
             enter before it must wait (:class:`deepfakenet.security.LoginThrottle`).
         admin_login_global_free_failures: The same for all sessions of the process together.
         admin_login_delay_s: The first wait; it doubles with every further failure.
-        admin_login_max_delay_s: The longest wait.
+        admin_login_max_delay_s: The longest wait of one session.
+        admin_login_global_max_delay_s: The longest process-wide wait: short, because anyone who
+            can reach the page can fail on purpose and would otherwise lock the admin out.
         feedback_token: Bearer token sent with ``/feedback`` (the service's
             ``DEEPFAKENET_FEEDBACK_TOKEN``: one variable configures both sides).
     """
@@ -134,6 +136,7 @@ class DashboardSettings(BaseSettings):
     admin_login_global_free_failures: int = Field(default=20, ge=0)
     admin_login_delay_s: float = Field(default=1.0, gt=0)
     admin_login_max_delay_s: float = Field(default=300.0, gt=0)
+    admin_login_global_max_delay_s: float = Field(default=10.0, gt=0)
     feedback_token: SecretStr | None = None
 
     @property

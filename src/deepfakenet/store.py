@@ -185,20 +185,29 @@ class Store:
 
     def _upgrade(self, create: bool) -> None:
         """Bring a database of the previous release up to this schema (see the class doc)."""
+        self._has_client_key = True
         inspector = sa.inspect(self.engine)
         if not inspector.has_table(Prediction.__tablename__):
             return
         columns = {c["name"] for c in inspector.get_columns(Prediction.__tablename__)}
+        self._has_client_key = "client_key" in columns
+        if "client_key" not in columns and not create:
+            # A reader (the admin page opens the store with create=False, perhaps as a role that
+            # may not ALTER) never changes the schema: the missing column reads as NULL.
+            log.info("store: predictions.client_key is missing (older database); read as empty")
+            return
         if "client_key" not in columns:
             ddl = f"ALTER TABLE predictions ADD COLUMN client_key VARCHAR({CLIENT_KEY_CHARS})"
             try:
                 with self.engine.begin() as conn:
                     conn.execute(sa.text(ddl))
                 log.info("store: added the column predictions.client_key (older database)")
+                self._has_client_key = True
             except sa.exc.SQLAlchemyError as err:  # another process added it a moment ago
                 fresh = {c["name"] for c in sa.inspect(self.engine).get_columns("predictions")}
                 if "client_key" not in fresh:
                     raise
+                self._has_client_key = True
                 log.debug("predictions.client_key was added concurrently: %s", err)
         if not create or not inspector.has_table(Feedback.__tablename__):
             return
@@ -267,6 +276,8 @@ class Store:
         if label not in LABELS:
             raise InvalidFeedbackError(f"label must be one of {list(LABELS)}, got {label!r}")
         comment = (comment or "").strip() or None
+        if comment is not None and "\x00" in comment:  # PostgreSQL refuses NUL in text
+            raise InvalidFeedbackError("comment must not contain NUL characters")
         if comment is not None and len(comment) > max_comment_chars:
             raise InvalidFeedbackError(
                 f"comment is {len(comment)} characters, over the limit of {max_comment_chars}"
@@ -290,8 +301,10 @@ class Store:
                 .limit(1)
             ).first()
             if existing is not None:
-                existing.label, existing.comment = label, comment
-                existing.created_at, existing.used_at, existing.used_by = utcnow(), None, None
+                if existing.label != label:  # a changed vote is new evidence for retraining
+                    existing.label, existing.used_at, existing.used_by = label, None, None
+                    existing.created_at = utcnow()
+                existing.comment = comment  # the same vote again only updates its comment
                 return existing.id
             feedback_id = new_id()
             session.add(
@@ -305,16 +318,27 @@ class Store:
             )
         return feedback_id
 
-    def mark_feedback_used(self, feedback_ids: Sequence[str], used_by: str) -> int:
-        """Record that retraining consumed these feedback rows; return how many were marked."""
+    def mark_feedback_used(
+        self, feedback_ids: Sequence[str], used_by: str, collected_at: datetime | None = None
+    ) -> int:
+        """Record that retraining consumed these feedback rows; return how many were marked.
+
+        Args:
+            feedback_ids: The rows the run read.
+            used_by: What consumed them (data version, run id).
+            collected_at: When the run read them. A vote changed after that (its
+                ``created_at`` is later) is *not* marked: the run trained on the old label, so
+                the new one must stay fresh for the next run.
+        """
         if not feedback_ids:
             return 0
+        query = sa.update(Feedback).where(
+            Feedback.id.in_(list(feedback_ids)), Feedback.used_at.is_(None)
+        )
+        if collected_at is not None:
+            query = query.where(Feedback.created_at <= collected_at)
         with self._session.begin() as session:
-            result = session.execute(
-                sa.update(Feedback)
-                .where(Feedback.id.in_(list(feedback_ids)), Feedback.used_at.is_(None))
-                .values(used_at=utcnow(), used_by=used_by)
-            )
+            result = session.execute(query.values(used_at=utcnow(), used_by=used_by))
             return int(result.rowcount or 0)
 
     # ---------------------------------------------------------------- reading (dashboards, jobs)
@@ -326,9 +350,14 @@ class Store:
         model_versions: Sequence[str] | None = None,
     ) -> pd.DataFrame:
         """Predictions as a frame (newest last), optionally filtered by time and model version."""
-        query = sa.select(Prediction).order_by(Prediction.created_at)
+        columns = [c.name for c in Prediction.__table__.columns]
+        selected = [
+            self._client_key() if name == "client_key" else getattr(Prediction, name)
+            for name in columns
+        ]
+        query = sa.select(*selected).order_by(Prediction.created_at)
         query = _filtered(query, Prediction, since, until, model_versions)
-        return self._frame(query, [c.name for c in Prediction.__table__.columns])
+        return self._frame(query, columns)
 
     def feedback_frame(
         self,
@@ -365,7 +394,7 @@ class Store:
                 Prediction.width,
                 Prediction.height,
                 Prediction.format,
-                Prediction.client_key,
+                self._client_key(),
             )
             .join(Prediction, Feedback.prediction_id == Prediction.id)
             .order_by(Feedback.created_at)
@@ -373,8 +402,6 @@ class Store:
         query = _filtered(query, Feedback, since, until, None)
         if model_versions:
             query = query.where(Prediction.model_version.in_(list(model_versions)))
-        if unused_only:
-            query = query.where(Feedback.used_at.is_(None))
         columns = [
             "feedback_id",
             "prediction_id",
@@ -396,8 +423,16 @@ class Store:
         ]
         frame = self._frame(query, columns)
         if frame["prediction_id"].duplicated().any():  # older database: the latest vote wins
-            frame = frame.drop_duplicates("prediction_id", keep="last").reset_index(drop=True)
-        return frame
+            frame = frame.drop_duplicates("prediction_id", keep="last")
+        if unused_only:  # after the de-duplication: a superseded unused vote must not come back
+            frame = frame[frame["used_at"].isna()]
+        return frame.reset_index(drop=True)
+
+    def _client_key(self) -> Any:
+        """``predictions.client_key``, or NULL under its name in a database without it yet."""
+        if self._has_client_key:
+            return Prediction.client_key
+        return sa.null().label("client_key")
 
     def shas_with_feedback(self) -> set[str]:
         """Content hashes of every image that received feedback (kept by the image purge)."""
