@@ -6,6 +6,8 @@ the decision at the model's own threshold, which is why two collections are kept
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torchmetrics import MetricCollection
@@ -65,3 +67,27 @@ def compute_metrics(
     metrics = StageMetrics()
     metrics.update(prob_fake.float(), targets, threshold)
     return {k: float(v) for k, v in metrics.compute().items()}
+
+
+#: The keys of :func:`compute_metrics`.
+METRIC_NAMES = ("auroc", "ap", "ece", "acc", "f1")
+#: Metrics that need both classes: torchmetrics answers 0 for them on a one-class set.
+TWO_CLASS_METRICS = ("auroc", "ap", "f1")
+
+
+def defined_metrics(
+    prob_fake: torch.Tensor, targets: torch.Tensor, threshold: float
+) -> dict[str, float | None]:
+    """:func:`compute_metrics`, with None wherever a metric means nothing.
+
+    An empty set or a non-finite score gives no metric at all; a set with one class gives no
+    AUROC, AP or F1 (torchmetrics would answer 0, which reads as a real, terrible score and, in a
+    comparison of two models, as a tie).
+    """
+    targets = targets.long()
+    metrics: dict[str, float | None] = dict.fromkeys(METRIC_NAMES)
+    if len(targets) and bool(torch.isfinite(prob_fake).all()):
+        metrics.update(compute_metrics(prob_fake, targets, threshold))
+    if not (bool((targets == 0).any()) and bool((targets == 1).any())):
+        metrics.update(dict.fromkeys(TWO_CLASS_METRICS))
+    return {k: v if v is not None and math.isfinite(v) else None for k, v in metrics.items()}

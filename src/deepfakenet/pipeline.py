@@ -32,7 +32,7 @@ from deepfakenet.data.datamodule import DeepfakeDataModule
 from deepfakenet.errors import ConfigError
 from deepfakenet.inference import predict_loader
 from deepfakenet.lineage import data_version, git_commit
-from deepfakenet.metrics import compute_metrics
+from deepfakenet.metrics import defined_metrics
 from deepfakenet.models.module import DetectorModule
 from deepfakenet.models.net import DeepfakeNet
 from deepfakenet.plots import evaluation_figures, reliability_figure
@@ -356,9 +356,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     logits, targets = predict_loader(net, datamodule.test_dataloader())
     prob = net.prob_from_logits(logits)
     threshold = float(net.threshold)
-    metrics: dict[str, float | None] = dict(compute_metrics(prob, targets, threshold))
-    if min(counts.values()) == 0:  # torchmetrics answers 0 here; the truth is "undefined"
-        metrics.update(auroc=None, ap=None, f1=None)
+    metrics = defined_metrics(prob, targets, threshold)
+    if min(counts.values()) == 0:
         warnings.append("the test split lacks a class: AUROC, AP and F1 are undefined (null)")
     report = {
         "model": registry.model_uri(cfg.registry.model_name, version.version),

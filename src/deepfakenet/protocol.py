@@ -43,7 +43,7 @@ from deepfakenet import registry
 from deepfakenet.data.datamodule import DeepfakeDataModule, ImageDataset
 from deepfakenet.errors import DataLeakError
 from deepfakenet.inference import predict_loader
-from deepfakenet.metrics import compute_metrics
+from deepfakenet.metrics import defined_metrics
 from deepfakenet.models.net import DeepfakeNet
 from deepfakenet.perturbations import Identity, PerturbedTransform
 from deepfakenet.preprocessing import build_transform
@@ -225,10 +225,9 @@ def cell_metrics(
     cell: dict[str, Any] = {"n_real": n_real, "n_fake": n_fake}
     if not len(targets):
         return cell | dict.fromkeys(METRIC_COLUMNS, math.nan)
-    metrics = compute_metrics(prob_fake, targets, float(net.threshold))
-    if not (n_real and n_fake):  # AUROC and AP are undefined with one class
-        metrics.update(auroc=math.nan, ap=math.nan)
-    cell.update({key: metrics[key] for key in ("auroc", "ap", "acc", "ece")})
+    metrics = defined_metrics(prob_fake, targets, float(net.threshold))
+    for key in ("auroc", "ap", "acc", "ece"):  # a table cell reads "undefined" as NaN
+        cell[key] = math.nan if metrics[key] is None else metrics[key]
     decisions = net.decide(prob_fake)
     cell["fpr"] = float(decisions[reals].double().mean()) if n_real else math.nan
     cell["tpr"] = float(decisions[fakes].double().mean()) if n_fake else math.nan

@@ -55,7 +55,7 @@ from deepfakenet.errors import DeepFakeNetError, JobLockedError
 from deepfakenet.files import atomic_write
 from deepfakenet.labels import LABELS
 from deepfakenet.lineage import data_version
-from deepfakenet.metrics import compute_metrics
+from deepfakenet.metrics import defined_metrics
 from deepfakenet.protocol import score_rows
 from deepfakenet.security import redact
 from deepfakenet.store import ImageArchive, Store, utcnow
@@ -229,12 +229,7 @@ def _subset_metrics(
     A model that scores any image as NaN is broken: no metric at all.
     """
     n_real, n_fake = int((targets == 0).sum()), int((targets == 1).sum())
-    metrics: dict[str, float | None] = dict.fromkeys(("auroc", "ap", "ece", "acc", "f1"))
-    if n_real + n_fake and bool(torch.isfinite(prob).all()):
-        metrics.update(compute_metrics(prob, targets, threshold))
-    if n_real == 0 or n_fake == 0:
-        metrics.update(auroc=None, ap=None, f1=None)
-    metrics = {k: v if _finite(v) else None for k, v in metrics.items()}
+    metrics = defined_metrics(prob, targets, threshold)
     return metrics | {"n_real": float(n_real), "n_fake": float(n_fake)}
 
 
