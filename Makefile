@@ -62,9 +62,10 @@ generalisation: setup ## Leave-one-out + perturbation table of a recipe (EXP=dem
 
 demo: data ## The main job: data -> DVC -> train -> register -> evaluate, on the embedded default
 	$(PY) training/train.py experiment=demo
-	$(PY) training/evaluate.py model_ref=latest
+	$(PY) training/evaluate.py model_ref=latest robustness=true
 	@echo
-	@echo "Test metrics: reports/evaluate/latest/metrics.json"
+	@echo "Test metrics: reports/evaluate/latest/metrics.json (per source and family: per_group.md,"
+	@echo "under JPEG, downscaling, blur and a camera's mosaic + demosaic: robustness.md)"
 	@$(PY) -c "import json; r = json.load(open('reports/evaluate/latest/metrics.json')); print('model version', r['model_version'], {k: round(v, 4) for k, v in r['metrics'].items()})"
 	@echo "Browse runs and the registry:  make mlflow-ui   (http://127.0.0.1:5000)"
 	@echo "Serve the champion over HTTP:  make serve       (http://$(HOST):$(PORT), docs at /)"

@@ -22,7 +22,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from deepfakenet.protocol import run_generalisation, to_markdown
+from deepfakenet.evaluation import to_markdown
+from deepfakenet.protocol import run_generalisation
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +33,8 @@ QUICK_OVERRIDES = [
     "synth.n_fake=64",
     "synth.min_size=32",
     "synth.max_size=48",
+    # The photos bundled with installed wheels: no registry download, cheap to decode.
+    "synth.sources=[skimage,matplotlib,sklearn,skimage_grey]",
     "trainer=fast",
     "trainer.max_epochs=1",
     "data.crop_size=32",

@@ -40,10 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def jpeg_pool(n: int, side: int, seed: int = 0) -> list[bytes]:
     """``n`` distinct JPEG crops of the bundled photos (quality 90), ``side`` px square."""
-    from deepfakenet.data.synth import REAL_SOURCES, random_photo_crop
+    from deepfakenet.data.sources import BUNDLED_SOURCES, REAL_SOURCES
+    from deepfakenet.data.synth import random_photo_crop
 
     rng = np.random.default_rng(seed)
-    photos = [(s, p) for s, names in REAL_SOURCES.items() for p in names]
+    photos = [(s, p) for s in BUNDLED_SOURCES for p in REAL_SOURCES[s]]
     out = []
     for i in range(n):
         source, photo = photos[i % len(photos)]

@@ -70,7 +70,7 @@ with bentoml.importing():
     from deepfakenet.explain import grad_cam, overlay, png_bytes, resolve_layer
     from deepfakenet.features import FeatureRow, FeatureWriter
     from deepfakenet.inference import score_batch
-    from deepfakenet.models.net import LABELS
+    from deepfakenet.labels import LABELS
     from deepfakenet.preprocessing import denormalize, preprocess
     from deepfakenet.runtime import ChampionWatcher, LoadedModel, ModelHolder
     from deepfakenet.store import ImageArchive, PredictionRecord, Store, new_id, utcnow

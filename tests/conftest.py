@@ -24,6 +24,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
+from deepfakenet.data.fakes import FIXED_FAMILIES, FakePostConfig
+from deepfakenet.data.sources import BUNDLED_SOURCES
 from deepfakenet.data.synth import generate_dataset
 from deepfakenet.store import PredictionRecord, new_id, utcnow
 
@@ -62,7 +64,10 @@ def _isolate_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A few dozen 32-48 px images of the embedded generator (both classes, all families)."""
     root = tmp_path_factory.mktemp("data")
-    generate_dataset(root, n_real=48, n_fake=48, min_size=32, max_size=48, seed=1)
+    # The photos bundled with installed wheels: no registry download, cheap to decode.
+    generate_dataset(
+        root, n_real=48, n_fake=48, min_size=32, max_size=48, seed=1, sources=BUNDLED_SOURCES
+    )
     return root
 
 
@@ -377,6 +382,12 @@ def competent_project(tmp_path_factory: pytest.TempPathFactory) -> CompetentProj
         max_size=40,
         seed=11,
         artifact_strength=COMPETENT_STRENGTH,
+        sources=BUNDLED_SOURCES,
+        # Easy on purpose (a model that learns in two epochs): fixed-kernel fakes only, no camera
+        # traces on reals, no post-processing on fakes.
+        families=FIXED_FAMILIES,
+        camera_p=0.0,
+        post=FakePostConfig(p_jpeg=0.0, p_resize=0.0, p_noise=0.0),
         progress=False,
     )
     dvc = [sys.executable, "-m", "dvc"]

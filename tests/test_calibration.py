@@ -134,3 +134,26 @@ def test_bad_inputs_are_value_errors(logits, targets, message):
 def test_bad_config_is_a_value_error(kwargs):
     with pytest.raises(ValueError):
         CalibrationConfig(**kwargs)
+
+
+def test_the_strictest_source_sets_the_threshold():
+    from deepfakenet.calibration import threshold_for_source_fpr
+
+    gen = torch.Generator().manual_seed(0)
+    easy = torch.rand(200, generator=gen) * 0.3  # reals the model finds easy
+    hard = 0.3 + torch.rand(40, generator=gen) * 0.5  # an unfamiliar camera: higher scores
+    fakes = 0.6 + torch.rand(100, generator=gen) * 0.4
+    prob = torch.cat([easy, hard, fakes])
+    targets = torch.cat([torch.zeros(240), torch.ones(100)]).long()
+    sources = ["easy"] * 200 + ["hard"] * 40 + ["fam"] * 100
+    pooled = threshold_for_fpr(prob, targets, 0.05)
+    threshold, source = threshold_for_source_fpr(prob, targets, sources, 0.05, min_reals=20)
+    assert source == "hard" and threshold > pooled
+    for name, scores in (("easy", easy), ("hard", hard)):
+        assert float((scores >= threshold).double().mean()) <= 0.05, name
+    assert float((hard >= pooled).double().mean()) > 0.05, "the pooled rule fails the hard source"
+    # A source with too few reals does not get a say (one image would decide it).
+    _, source = threshold_for_source_fpr(prob, targets, sources, 0.05, min_reals=50)
+    assert source == "(pooled)"
+    with pytest.raises(ValueError, match="sources"):
+        threshold_for_source_fpr(prob, targets, sources[:-1], 0.05)

@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from deepfakenet import registry
+from deepfakenet.data.sources import BUNDLED_SOURCES
 from deepfakenet.data.synth import generate_dataset
 from deepfakenet.store import ImageArchive, Store
 from tests.conftest import CONF_DIR, ROOT, clean_env, free_port, prediction_record
@@ -130,7 +131,9 @@ def test_evaluate_with_nothing_registered(tmp_path, tiny_data):
 
 def test_train_on_a_tree_without_fakes(tmp_path):
     data = tmp_path / "data"
-    generate_dataset(data, n_real=6, n_fake=6, min_size=32, max_size=40, seed=3, progress=False)
+    generate_dataset(
+        data, 6, 6, min_size=32, max_size=40, seed=3, sources=BUNDLED_SOURCES, progress=False
+    )
     shutil.rmtree(data / "fake")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     result = job("train", tmp_path, f"paths.data_dir={data}", f"registry.tracking_uri={uri}")

@@ -43,11 +43,29 @@ def test_evaluate_and_generate_configs_compose():
     GlobalHydra.instance().clear()
 
 
+def test_the_full_photo_pool_is_one_option_away():
+    from deepfakenet.data.sources import EMBEDDED, FULL, select_photos
+    from deepfakenet.data.synth import generate_dataset
+
+    cfg = compose_config("generate.yaml", ["synth=full"])
+    GlobalHydra.instance().clear()
+    assert (
+        cfg.synth.pool == FULL and cfg.synth.n_real > compose_config("generate.yaml").synth.n_real
+    )
+    GlobalHydra.instance().clear()
+    assert len(select_photos(FULL)) > len(select_photos(EMBEDDED))
+    # Every key of the option is an argument of the generator (nothing silently ignored).
+    import inspect
+
+    arguments = set(inspect.signature(generate_dataset).parameters)
+    assert set(cfg.synth) - {"_target_"} <= arguments
+
+
 @pytest.mark.parametrize(
     "experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 )
 def test_generalisation_config_composes_for_every_experiment(experiment):
-    from deepfakenet.protocol import ProtocolSettings
+    from deepfakenet.evaluation import ProtocolSettings
 
     cfg = compose_config("generalisation.yaml", [f"experiment={experiment}"])
     train_cfg = compose_config("train.yaml", [f"experiment={experiment}"])

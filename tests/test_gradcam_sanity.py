@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 from scipy.stats import binomtest
 
-from deepfakenet.data.synth import FAKE_FAMILIES, random_photo_crop
+from deepfakenet.data.fakes import FAKE_FAMILIES
+from deepfakenet.data.synth import random_photo_crop
 from tests.conftest import COMPETENT_STRENGTH, start_service, stop_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

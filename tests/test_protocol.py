@@ -10,8 +10,10 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from deepfakenet.data.datamodule import DeepfakeDataModule
-from deepfakenet.data.synth import FAKE_FAMILIES, REAL_SOURCES
+from deepfakenet.data.fakes import FAKE_FAMILIES
+from deepfakenet.data.sources import BUNDLED_SOURCES, REAL_SOURCES
 from deepfakenet.errors import DataLeakError
+from deepfakenet.evaluation import cell_metrics, robustness_table
 from deepfakenet.models import DeepfakeNet
 from deepfakenet.perturbations import Downscale, GaussianBlur, Jpeg
 from deepfakenet.protocol import (
@@ -19,12 +21,10 @@ from deepfakenet.protocol import (
     IN_DISTRIBUTION,
     SOURCE_OUT,
     Fold,
-    cell_metrics,
     check_no_leak,
     fold_test_rows,
     goal_summary,
     make_folds,
-    robustness_table,
 )
 
 
@@ -44,7 +44,7 @@ def _datamodule(root, fold: Fold) -> DeepfakeDataModule:
 
 @pytest.mark.parametrize(
     "fold",
-    make_folds(sorted(FAKE_FAMILIES), sorted(REAL_SOURCES), in_distribution=False),
+    make_folds(sorted(FAKE_FAMILIES), sorted(BUNDLED_SOURCES), in_distribution=False),
     ids=lambda f: f.name,
 )
 def test_held_out_family_or_source_never_reaches_train_or_val(tiny_data, fold):
@@ -84,7 +84,7 @@ def test_a_leaking_fold_is_refused(tiny_data):
 def test_sources_of_fakes_come_from_their_photo(tiny_data):
     dm = _datamodule(tiny_data, Fold(IN_DISTRIBUTION))
     index = dm.index
-    assert set(index["source"]) == set(REAL_SOURCES)
+    assert set(index["source"]) == set(BUNDLED_SOURCES)  # what tiny_data draws from
     reals = index[index["label"] == "real"]
     assert (reals["source"] == reals["group"]).all()
 
@@ -141,21 +141,29 @@ def test_goal_summary_reports_the_worst_case():
             (FAMILY_OUT, "b", "native", 0.80, 0.05, 0.0),
             (SOURCE_OUT, "s", "native", math.nan, 0.04, 0.0),
             (SOURCE_OUT, "s", "downscale0.5", math.nan, 0.30, 0.0),
+            # A learned decoder is judged by its own goal, and demosaicing by its own.
+            (FAMILY_OUT, "ae_transposed", "native", 0.70, 0.05, 0.0),
+            (SOURCE_OUT, "s", "demosaic", math.nan, 0.50, 0.0),
+            (IN_DISTRIBUTION, "all", "demosaic", 0.98, 0.08, 0.0),
         ],
         columns=["protocol", "held_out", "condition", "auroc", "fpr", "ece"],
     )
     goals = {
         "family_auroc_min": 0.9,
+        "learned_family_auroc_min": 0.9,
+        "demosaic_fpr_max": 0.1,
         "source_fpr_max": 0.1,
         "jpeg75_auroc_drop_max": 0.05,
         "ece_max": 0.05,
     }
     summary = goal_summary(table, goals).set_index("goal")
     assert (
-        summary.loc["family_auroc_min", "where"] == "b"
+        summary.loc["family_auroc_min", "where"] == "b/native"
         and not summary.loc["family_auroc_min", "met"]
     )
     assert summary.loc["source_fpr_max", "where"] == "s/downscale0.5"
+    assert summary.loc["learned_family_auroc_min", "where"] == "ae_transposed/native"
+    assert summary.loc["demosaic_fpr_max", "value"] == pytest.approx(0.5)
     assert summary.loc["jpeg75_auroc_drop_max", "value"] == pytest.approx(0.09)
     assert bool(summary.loc["ece_max", "met"])
 

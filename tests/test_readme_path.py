@@ -144,6 +144,9 @@ README_COMMANDS: dict[str, tuple[str, ...] | str] = {
     + RETRAIN
     + "test_concurrent_runs_one_promotes_one_exits",
     'make data ARGS="synth.n_real=200 synth.n_fake=200"': (PATH_TEST,),
+    'make data ARGS="synth=full"': (  # composed and checked, not run: 12,000 images
+        "tests/test_configs.py::test_the_full_photo_pool_is_one_option_away",
+    ),
     "make retrain ARGS=promotion.max_dorp=0.5": (  # (script) the same override
         "tests/test_cli.py::test_a_misspelt_key_on_the_command_line_is_refused_by_hydra",
     ),

@@ -26,7 +26,8 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from deepfakenet import registry
-from deepfakenet.data.synth import FAKE_FAMILIES, random_photo_crop
+from deepfakenet.data.fakes import FAKE_FAMILIES
+from deepfakenet.data.synth import random_photo_crop
 from deepfakenet.lineage import data_version
 from deepfakenet.store import Store
 from tests.conftest import (

@@ -4,10 +4,16 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
-from deepfakenet.data.split import assign_split, scan_image_tree
+from deepfakenet.data.split import (
+    MANIFEST_NAME,
+    assign_split,
+    scan_image_tree,
+    split_key_digest,
+)
 from deepfakenet.errors import DatasetError
 
 
@@ -81,4 +87,63 @@ def test_scan_requires_both_classes(tmp_path):
         scan_image_tree(tmp_path)
     (tmp_path / "fake").mkdir()
     with pytest.raises(DatasetError, match="no readable images"):
+        scan_image_tree(tmp_path)
+
+
+def _photo_tree(root: Path, photos: int, crops: int) -> pd.DataFrame:
+    """Several real crops and fakes per photo, listed in a manifest as the generator does."""
+    rows = []
+    for p in range(photos):
+        for c in range(crops):
+            for label, group in (("real", "src"), ("fake", "fam")):
+                rel = f"{label}/{group}/photo{p}_{c:06d}.png"
+                _write(root / rel, seed=1000 * p + 10 * c + (label == "fake"))
+                rows.append({"path": rel, "label": label, "source": "src", "photo": f"photo{p}"})
+    manifest = pd.DataFrame(rows)
+    manifest.to_csv(root / MANIFEST_NAME, index=False)
+    return manifest
+
+
+def test_manifest_splits_by_photo_so_no_photo_is_on_both_sides(tmp_path):
+    _photo_tree(tmp_path, photos=40, crops=3)
+    index = scan_image_tree(tmp_path, val_fraction=0.2, test_fraction=0.2)
+    assert (index["photo"] != "").all()
+    per_photo = index.groupby("photo")["split"].nunique()
+    assert (per_photo == 1).all(), "crops or fakes of one photo landed in different splits"
+    assert set(index["split"]) == {"train", "val", "test"}
+    # The photo decides: each crop's own content hash would have scattered them.
+    by_content = index["sha256"].map(lambda h: assign_split(h, 0.2, 0.2))
+    assert (by_content != index["split"]).any()
+    assert (
+        index["split"]
+        == index["photo"].map(lambda p: assign_split(split_key_digest(f"photo:{p}"), 0.2, 0.2))
+    ).all()
+
+
+def test_manifest_paths_are_forgiven_and_a_mismatch_is_logged(tmp_path, caplog):
+    manifest = _photo_tree(tmp_path, photos=4, crops=1)
+    manifest["path"] = "./" + manifest["path"]
+    manifest.loc[0, "path"] = "real/src/not_there.png"
+    manifest.to_csv(tmp_path / MANIFEST_NAME, index=False)
+    with caplog.at_level(logging.WARNING):
+        index = scan_image_tree(tmp_path)
+    assert (index["photo"] != "").sum() == len(manifest) - 1
+    assert f"lists {len(manifest)} files, {len(manifest) - 1} of them found" in caplog.text
+
+
+def test_files_the_manifest_does_not_list_keep_their_content_split(tmp_path):
+    _photo_tree(tmp_path, photos=10, crops=2)
+    before = scan_image_tree(tmp_path).set_index("relpath")["split"]
+    # Feedback images arrive later without a manifest row: split by content, old files stay put.
+    _write(tmp_path / "real" / "feedback" / "upload.png", seed=99)
+    after = scan_image_tree(tmp_path).set_index("relpath")
+    assert (after.loc[before.index, "split"] == before).all()
+    added = after.loc["real/feedback/upload.png"]
+    assert added["photo"] == "" and added["split"] == assign_split(added["sha256"], 0.15, 0.15)
+
+
+def test_a_manifest_without_a_photo_column_is_a_clear_error(tmp_path):
+    _tree(tmp_path, 2)
+    pd.DataFrame({"path": ["real/r0.png"]}).to_csv(tmp_path / MANIFEST_NAME, index=False)
+    with pytest.raises(DatasetError, match="photo"):
         scan_image_tree(tmp_path)

@@ -1,22 +1,20 @@
-"""The embedded generator: deterministic, complete, sizes in range, strict about arguments."""
+"""The writer: deterministic, complete, sizes in range, manifests written, strict arguments."""
 
 import hashlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
-from deepfakenet.data.synth import (
-    FAKE_FAMILIES,
-    REAL_SOURCES,
-    generate_dataset,
-    main,
-    photo_source,
-    random_photo_crop,
-)
+from deepfakenet.data.fakes import FAKE_FAMILIES, FakePostConfig
+from deepfakenet.data.sources import BUNDLED_SOURCES, photo_source
+from deepfakenet.data.split import MANIFEST_NAME, scan_image_tree
+from deepfakenet.data.synth import SOURCES_TABLE, generate_dataset, main, random_photo_crop
 
-N = 32  # per class: two full cycles of the four families, every source among the reals
+N = 32  # per class: every family of seven, every bundled source among the reals
+SOURCES = list(BUNDLED_SOURCES)
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -26,20 +24,25 @@ def _digests(root: Path) -> dict[str, str]:
     }
 
 
+def _generate(root: Path, **kwargs) -> pd.DataFrame:
+    args = {"min_size": 32, "max_size": 40, "seed": 3, "sources": SOURCES, "progress": False}
+    return generate_dataset(root, N, N, **{**args, **kwargs})
+
+
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
-    manifest = generate_dataset(root, N, N, min_size=32, max_size=40, seed=3, progress=False)
-    return root, manifest
+    return root, _generate(root, camera_p=0.5)
 
 
 def test_same_arguments_give_byte_identical_files(generated, tmp_path):
     root, manifest = generated
-    again = generate_dataset(tmp_path, N, N, min_size=32, max_size=40, seed=3, progress=False)
+    again = _generate(tmp_path, camera_p=0.5, workers=2)  # processes change nothing
+
     assert _digests(tmp_path) == _digests(root)
     assert again.equals(manifest)
     other_seed = tmp_path / "other"
-    generate_dataset(other_seed, N, N, min_size=32, max_size=40, seed=4, progress=False)
+    _generate(other_seed, seed=4, camera_p=0.5)
     assert set(_digests(other_seed).values()).isdisjoint(_digests(root).values())
 
 
@@ -49,7 +52,7 @@ def test_both_classes_every_family_and_source_are_written(generated):
     fakes = manifest[manifest["label"] == "fake"]
     reals = manifest[manifest["label"] == "real"]
     assert set(fakes["family"]) == set(FAKE_FAMILIES)
-    assert set(reals["source"]) == set(REAL_SOURCES)
+    assert set(reals["source"]) == set(SOURCES)
     assert (reals["family"] == "").all()
     for row in manifest.itertuples():
         path = root / row.path
@@ -60,24 +63,46 @@ def test_both_classes_every_family_and_source_are_written(generated):
         assert photo_source(path.stem.rsplit("_", 1)[0]) == row.source
 
 
+def test_the_camera_goes_on_reals_only_and_post_processing_on_fakes_only(generated):
+    _, manifest = generated
+    reals, fakes = manifest[manifest["label"] == "real"], manifest[manifest["label"] == "fake"]
+    assert (reals["post"] == "").all() and (fakes["camera"] == "").all()
+    assert reals["camera"].str.contains("mosaic=").any(), "some reals carry CFA traces"
+    assert (reals["camera"] == "").any(), "and some do not"
+
+
+def test_manifest_and_sources_table_are_written_and_split_by_photo(generated):
+    root, manifest = generated
+    on_disk = pd.read_csv(root / MANIFEST_NAME, keep_default_na=False)
+    assert list(on_disk["path"]) == list(manifest["path"])
+    table = pd.read_csv(root / SOURCES_TABLE, keep_default_na=False)
+    used = set(manifest["source"] + "/" + manifest["photo"])
+    assert set(table["source"] + "/" + table["photo"]) == used
+    assert {"package", "version", "licence", "file"} <= set(table.columns)
+    assert (table["package"] != "").all() and (table["licence"] != "").all()
+    index = scan_image_tree(root, 0.2, 0.2)
+    assert (index.groupby("photo")["split"].nunique() == 1).all(), "a photo on both sides"
+
+
 def test_sizes_stay_within_range_and_images_are_rgb(generated):
     root, manifest = generated
-    assert (
-        manifest["width"].between(32, 40).all() and (manifest["width"] == manifest["height"]).all()
-    )
+    # A camera or an edit that shrinks an image may leave it a little under min_size (never
+    # under 0.6x of it: the writer draws up to 1.25x larger crops); untouched images are square.
+    for side in ("width", "height"):
+        assert manifest[side].between(0.6 * 32, 40).all()
+    untouched = manifest[(manifest["camera"] == "") & (manifest["post"] == "")]
+    assert len(untouched) and untouched["width"].between(32, 40).all()
+    assert (untouched["width"] == untouched["height"]).all()
     for path in list(root.rglob("*.png"))[:: max(1, 2 * N // 16)]:
         with Image.open(path) as img:
-            assert img.mode == "RGB" and 32 <= img.width <= 40 and img.width == img.height
+            assert img.mode == "RGB" and max(img.size) <= 40
 
 
-@pytest.mark.parametrize("family", sorted(FAKE_FAMILIES))
-def test_each_family_keeps_the_shape_and_draws_its_own_kernels(family):
-    image = random_photo_crop("skimage", "astronaut", 33, np.random.default_rng(0))  # odd side
-    fake = FAKE_FAMILIES[family](image, np.random.default_rng(1))
-    other = FAKE_FAMILIES[family](image, np.random.default_rng(2))
-    assert fake.shape == image.shape and fake.dtype == np.uint8
-    assert np.abs(fake.astype(int) - image).mean() > 0.5, "a fake must change the pixels"
-    assert not np.array_equal(fake, other), "kernels are random per image, not one fixed kernel"
+def test_random_photo_crop_never_upscales_and_keeps_the_side():
+    crop = random_photo_crop("skimage", "astronaut", 33, np.random.default_rng(0))  # odd side
+    assert crop.shape == (33, 33, 3) and crop.dtype == np.uint8
+    with pytest.raises(ValueError, match="exceeds"):
+        random_photo_crop("skimage", "astronaut", 5000, np.random.default_rng(0))
 
 
 @pytest.mark.parametrize(
@@ -92,61 +117,44 @@ def test_each_family_keeps_the_shape_and_draws_its_own_kernels(family):
         ({"scale_range": (0.0, 1.0)}, "scale_range"),
         ({"scale_range": (0.8, 0.5)}, "scale_range"),
         ({"artifact_strength": 0.0}, "artifact_strength"),
+        ({"camera_p": 1.5}, "camera_p"),
         ({"sources": ["nope"]}, "unknown source"),
         ({"families": ["nope"]}, "unknown family"),
         ({"families": []}, "at least one family"),
+        ({"pool": "nope"}, "pool"),
     ],
 )
 def test_bad_arguments_are_a_clear_value_error(tmp_path, kwargs, message):
-    args = {"n_real": 4, "n_fake": 4, "min_size": 32, "max_size": 40, **kwargs}
+    args = {"n_real": 4, "n_fake": 4, "min_size": 32, "max_size": 40, "sources": SOURCES}
     with pytest.raises(ValueError, match=message):
-        generate_dataset(tmp_path, progress=False, **args)
+        generate_dataset(tmp_path, progress=False, **{**args, **kwargs})
     assert not list(tmp_path.rglob("*.png")), "nothing is written when the arguments are bad"
 
 
 def test_an_existing_tree_is_kept_unless_overwrite(tmp_path):
-    generate_dataset(tmp_path, 4, 4, min_size=32, max_size=32, progress=False)
+    args = {"min_size": 32, "max_size": 32, "sources": SOURCES, "progress": False}
+    generate_dataset(tmp_path, 4, 4, **args)
     with pytest.raises(FileExistsError, match="overwrite"):
-        generate_dataset(tmp_path, 4, 4, min_size=32, max_size=32, progress=False)
-    generate_dataset(tmp_path, 2, 2, min_size=32, max_size=32, overwrite=True, progress=False)
+        generate_dataset(tmp_path, 4, 4, **args)
+    generate_dataset(tmp_path, 2, 2, overwrite=True, **args)
     assert len(list(tmp_path.rglob("*.png"))) == 4
+    assert len(pd.read_csv(tmp_path / MANIFEST_NAME)) == 4
+
+
+def test_post_processing_settings_come_through_hydra_as_a_mapping(tmp_path):
+    off = {"p_jpeg": 0.0, "p_resize": 0.0, "p_noise": 0.0}
+    manifest = generate_dataset(
+        tmp_path, 0, 8, min_size=32, max_size=32, sources=SOURCES, post=off, progress=False
+    )
+    assert (manifest["post"] == "").all()
+    with pytest.raises(ValueError, match="unknown FakePostConfig field"):
+        generate_dataset(tmp_path, 0, 2, sources=SOURCES, post={"p_jepg": 1}, overwrite=True)
+    assert FakePostConfig(**off).p_jpeg == 0.0
 
 
 def test_command_line_reports_bad_arguments_with_status_2(tmp_path):
-    assert (
-        main(
-            [
-                "--out",
-                str(tmp_path),
-                "--n-real",
-                "4",
-                "--n-fake",
-                "4",
-                "--max-size",
-                "9999",
-                "--no-progress",
-            ]
-        )
-        == 2
-    )
-    assert (
-        main(
-            [
-                "--out",
-                str(tmp_path),
-                "--n-real",
-                "2",
-                "--n-fake",
-                "2",
-                "--min-size",
-                "32",
-                "--max-size",
-                "32",
-                "--no-progress",
-                "--manifest",
-                str(tmp_path / "m.csv"),
-            ]
-        )
-        == 0
-    )
-    assert (tmp_path / "m.csv").is_file() and len(list(tmp_path.rglob("*.png"))) == 4
+    common = ["--out", str(tmp_path), "--no-progress", "--sources", *SOURCES]
+    assert main([*common, "--n-real", "4", "--n-fake", "4", "--max-size", "9999"]) == 2
+    args = ["--n-real", "2", "--n-fake", "2", "--min-size", "32", "--max-size", "32"]
+    assert main([*common, *args]) == 0
+    assert (tmp_path / MANIFEST_NAME).is_file() and len(list(tmp_path.rglob("*.png"))) == 4

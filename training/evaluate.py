@@ -17,8 +17,9 @@ import hydra
 from omegaconf import DictConfig
 
 from deepfakenet.cli import run_job
+from deepfakenet.evaluation import to_markdown
 from deepfakenet.pipeline import evaluate
-from deepfakenet.protocol import run_generalisation, to_markdown
+from deepfakenet.protocol import run_generalisation
 
 log = logging.getLogger(__name__)
 

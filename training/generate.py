@@ -13,7 +13,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from deepfakenet.cli import run_job
-from deepfakenet.errors import ConfigError, DatasetError
+from deepfakenet.errors import ConfigError, DatasetError, JobRefused
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def generate(cfg: DictConfig) -> int:
             counts or sizes): what :func:`~deepfakenet.data.synth.generate_dataset` documents
             as its ``ValueError``.
         DatasetError: The data folder already holds images (``synth.overwrite=true`` replaces
-            them).
+            them), or a photo source cannot be fetched from its package registry.
     """
     try:
         manifest = hydra.utils.instantiate(cfg.synth)
@@ -38,6 +38,8 @@ def generate(cfg: DictConfig) -> int:
             ) from err
         if isinstance(cause, ValueError):
             raise ConfigError(f"synth: {cause}") from err
+        if isinstance(cause, JobRefused):  # a photo source could not be fetched
+            raise cause from err
         raise
     log.info("wrote %d images to %s", len(manifest), cfg.synth.out_dir)
     return len(manifest)

@@ -27,8 +27,10 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import torch
 
-from deepfakenet.labels import LABELS
+from deepfakenet.labels import FAKE_LABEL, LABELS
+from deepfakenet.metrics import ECE_BINS, expected_calibration_error
 
 log = logging.getLogger(__name__)
 
@@ -257,24 +259,30 @@ class Calibration:
     ece: float | None
 
 
-def calibration(feedback: pd.DataFrame, n_bins: int = 10) -> Calibration:
+def calibration(feedback: pd.DataFrame, n_bins: int = ECE_BINS) -> Calibration:
     """Bin predictions by ``prob_fake`` and compare each bin's claim with the human labels.
 
     A calibrated model that says 0.8 is right about "fake" 80 % of the time; the reliability
     chart shows ``frac_fake`` against ``mean_prob_fake`` per bin, ideally on the diagonal.
-    Equal-width bins, as the training report's reliability diagram uses.
+    Equal-width bins, as the training report's reliability diagram uses, and by default as many
+    (:data:`~deepfakenet.metrics.ECE_BINS`): the ECE is
+    :func:`~deepfakenet.metrics.expected_calibration_error`, the very number training and the
+    evaluation report give, here measured against people's verdicts instead of the data's labels.
     """
     if n_bins < 1:
         raise ValueError(f"n_bins must be at least 1, got {n_bins}")
     verdicts = latest_verdicts(feedback)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    labels = [f"{lo:.1f}-{hi:.1f}" for lo, hi in itertools.pairwise(edges)]
+    # One decimal when it names every edge exactly (10 bins), else two (15 bins: 0.07, 0.13).
+    digits = 1 if np.allclose(edges, np.round(edges, 1)) else 2
+    labels = [f"{lo:.{digits}f}-{hi:.{digits}f}" for lo, hi in itertools.pairwise(edges)]
     prob = verdicts["prob_fake"].astype(float)
+    fake = (verdicts["human_label"] == FAKE_LABEL).astype(float)
     frame = pd.DataFrame(
         {
             "bin": _buckets(prob, edges, labels),
             "prob": prob.to_numpy(),
-            "fake": (verdicts["human_label"] == "fake").astype(float).to_numpy(),
+            "fake": fake.to_numpy(),
         }
     )
     bins = (
@@ -288,12 +296,13 @@ def calibration(feedback: pd.DataFrame, n_bins: int = 10) -> Calibration:
     bins.insert(1, "lo", edges[:-1])
     bins.insert(2, "hi", edges[1:])
     bins["bin"] = bins["bin"].astype(str)
-    total = int(bins["judged"].sum())
     ece = None
-    if total:
-        used = bins[bins["judged"] > 0]
-        gaps = (used["mean_prob_fake"] - used["frac_fake"]).abs()
-        ece = float((gaps * used["judged"]).sum() / total)
+    if len(verdicts):
+        ece = expected_calibration_error(
+            torch.tensor(prob.to_numpy(dtype=float)),
+            torch.tensor(fake.to_numpy(dtype=float)),
+            n_bins,
+        )
     return Calibration(bins=bins, ece=ece)
 
 

@@ -19,19 +19,28 @@ Modern Neural Networks", 2017; Platt, 1999):
 
 All are written into :class:`~deepfakenet.models.net.DeepfakeNet`'s buffers so they travel with
 the weights and every scorer applies them through ``predict_proba`` / ``decide``.
+
+One definition each: the calibrated probability is :func:`deepfakenet.models.net.calibrated_prob`
+(behind :meth:`DeepfakeNet.prob_from_logits`; :func:`calibrated_prob` applies it to candidate
+values during the fit), and the
+ECE reported here is :func:`deepfakenet.metrics.expected_calibration_error`, the one the training
+metrics and the evaluation report use (re-exported under the same name).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
-from deepfakenet.metrics import ECE_BINS
+from deepfakenet.metrics import expected_calibration_error
 from deepfakenet.models.net import DeepfakeNet
+from deepfakenet.models.net import calibrated_prob as net_calibrated_prob
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +59,12 @@ class CalibrationConfig:
         fit_bias: Fit a logit offset together with the temperature (Platt scaling).
         target_fpr: Choose the threshold so that at most this share of validation reals is
             flagged; ``None`` keeps ``threshold``.
+        per_source: Hold ``target_fpr`` on every real source of the validation split (with at
+            least ``min_reals_per_source`` reals), not only on all reals pooled: the threshold
+            is the strictest of the per-source ones. A pooled threshold is set by the sources
+            the model finds easy and flags the hard ones (an unseen camera) far more often.
+        min_reals_per_source: Fewest validation reals a source needs to get its own threshold
+            (below that one image decides it).
         threshold: The fixed threshold used when ``target_fpr`` is ``None``.
         max_iter: LBFGS iterations for the temperature fit.
     """
@@ -57,6 +72,8 @@ class CalibrationConfig:
     enabled: bool = True
     fit_bias: bool = True
     target_fpr: float | None = 0.05
+    per_source: bool = True
+    min_reals_per_source: int = 20
     threshold: float = 0.5
     max_iter: int = 100
 
@@ -121,8 +138,22 @@ def _margin(logits: torch.Tensor) -> torch.Tensor:
 def calibrated_prob(
     logits: torch.Tensor, temperature: float = 1.0, bias: float = 0.0
 ) -> torch.Tensor:
-    """``P(fake) = sigmoid((fake - real) / temperature + bias)``, as ``DeepfakeNet`` computes it."""
-    return torch.sigmoid(_margin(logits) / temperature + bias)
+    """``P(fake) = sigmoid((fake - real) / temperature + bias)`` for candidate values.
+
+    Not a second formula: it runs :func:`deepfakenet.models.net.calibrated_prob`, the function
+    behind :meth:`DeepfakeNet.prob_from_logits`, on the candidate temperature and offset (in
+    double precision), so what the fit optimises, what the reliability plots show and what the
+    registered model serves can never drift apart.
+
+    Args:
+        logits: ``N x 2`` uncalibrated logits.
+        temperature: The temperature dividing the margin.
+        bias: The logit offset added after it.
+
+    Returns:
+        ``N`` probabilities, float64.
+    """
+    return net_calibrated_prob(logits.detach().double(), float(temperature), float(bias))
 
 
 def nll(
@@ -131,16 +162,6 @@ def nll(
     """Mean negative log-likelihood of the targets under :func:`calibrated_prob`."""
     z = _margin(logits) / temperature + bias
     return float(F.binary_cross_entropy_with_logits(z, targets.double()))
-
-
-def expected_calibration_error(
-    prob_fake: torch.Tensor, targets: torch.Tensor, bins: int = ECE_BINS
-) -> float:
-    """Binary ECE (L1, equal-width bins on the confidence), as in ``metrics.StageMetrics``."""
-    from torchmetrics.functional.classification import binary_calibration_error
-
-    prob = prob_fake.float().contiguous()
-    return float(binary_calibration_error(prob, targets.long().contiguous(), n_bins=bins))
 
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, max_iter: int = 100) -> float:
@@ -243,11 +264,49 @@ def threshold_for_fpr(prob_fake: torch.Tensor, targets: torch.Tensor, target_fpr
     return min(max(threshold, 1e-6), 1.0 - 1e-6)
 
 
+def threshold_for_source_fpr(
+    prob_fake: torch.Tensor,
+    targets: torch.Tensor,
+    sources: Sequence[str],
+    target_fpr: float,
+    min_reals: int = 20,
+) -> tuple[float, str]:
+    """The lowest threshold that flags at most ``target_fpr`` of the reals of *every* source.
+
+    Each source with at least ``min_reals`` reals gets :func:`threshold_for_fpr` on its own
+    reals; the pooled reals get one too; the highest of these wins. Sources with fewer reals
+    still count in the pooled rate.
+
+    Args:
+        prob_fake: Calibrated ``P(fake)`` of the validation images.
+        targets: Their labels, 0 (real) or 1 (fake).
+        sources: The real source of each image (``""`` when unknown).
+        target_fpr: Largest accepted share of a source's reals flagged as fake.
+        min_reals: Fewest reals a source needs to set the threshold.
+
+    Returns:
+        ``(threshold, source)``: the threshold and the source that set it (``"(pooled)"`` when
+        no single source is stricter than all reals together).
+    """
+    if len(sources) != len(targets):
+        raise ValueError(f"expected {len(targets)} sources, got {len(sources)}")
+    candidates = {"(pooled)": threshold_for_fpr(prob_fake, targets, target_fpr)}
+    names = np.asarray(sources, dtype=object)
+    reals = (targets == 0).cpu().numpy()
+    for source in sorted(set(names[reals]) - {""}):
+        mask = torch.from_numpy(reals & (names == source))
+        if int(mask.sum()) >= min_reals:
+            candidates[source] = threshold_for_fpr(prob_fake[mask], targets[mask], target_fpr)
+    strictest = max(candidates, key=lambda name: candidates[name])
+    return candidates[strictest], strictest
+
+
 def calibrate(
     net: DeepfakeNet,
     logits: torch.Tensor,
     targets: torch.Tensor,
     config: CalibrationConfig | None = None,
+    sources: Sequence[str] | None = None,
 ) -> CalibrationResult:
     """Fit temperature, logit offset and threshold on validation logits; store them in ``net``.
 
@@ -257,6 +316,8 @@ def calibrate(
         logits: ``N x 2`` uncalibrated validation logits of ``net``.
         targets: ``N`` validation labels, 0 (real) or 1 (fake).
         config: Fitting rules; defaults to :class:`CalibrationConfig`.
+        sources: The real source of each validation image, for ``config.per_source`` (``None``:
+            the pooled rule).
 
     Returns:
         What was chosen, with validation NLL / ECE before and after.
@@ -285,6 +346,11 @@ def calibrate(
             config.target_fpr,
         )
         threshold = config.threshold
+    elif config.per_source and sources is not None:
+        threshold, strictest = threshold_for_source_fpr(
+            prob_after, targets, sources, config.target_fpr, config.min_reals_per_source
+        )
+        log.info("threshold set by the strictest source: %s", strictest)
     else:
         threshold = threshold_for_fpr(prob_after, targets, config.target_fpr)
     flagged = prob_after >= threshold

@@ -49,6 +49,7 @@ class PathsSchema:
     log_dir: str = MISSING
     reports_dir: str = MISSING
     output_dir: str = MISSING
+    sources_dir: str = MISSING
 
 
 @dataclass

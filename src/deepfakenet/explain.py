@@ -64,6 +64,7 @@ def grad_cam(
     inputs: torch.Tensor,
     layer: str = "layer4",
     target: int | torch.Tensor | None = None,
+    relu: bool = True,
 ) -> CamResult:
     """Grad-CAM of ``inputs`` (preprocessed ``N x 3 x H x W``) for the target class logits.
 
@@ -73,6 +74,10 @@ def grad_cam(
         layer: Backbone module to explain (see :func:`resolve_layer`).
         target: Class index (0 real, 1 fake) for every item, one index per item, or None for
             each item's predicted class.
+        relu: Keep only positive evidence, as Grad-CAM defines it (and the service serves).
+            False keeps the signed map: when an image speaks against the target everywhere
+            (target ``fake`` on an image the model calls real) the ReLU'd map is flat, while the
+            signed one still ranks the regions, least negative first (what benchmarks use).
 
     Returns:
         The maps and the explained targets.
@@ -86,7 +91,7 @@ def grad_cam(
             with torch.no_grad():
                 target = net(inputs).argmax(dim=1)
         targets = torch.as_tensor(target).expand(inputs.shape[0]).clone()
-        attr = LayerGradCam(net, module).attribute(inputs, target=targets, relu_attributions=True)
+        attr = LayerGradCam(net, module).attribute(inputs, target=targets, relu_attributions=relu)
     attr = attr.detach()
     cams = _normalise(attr[:, 0])
     up = LayerAttribution.interpolate(attr, tuple(inputs.shape[-2:]), interpolate_mode="bilinear")

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader
 
-from deepfakenet.models.net import LABELS, DeepfakeNet
+from deepfakenet.labels import LABELS
+from deepfakenet.models.net import DeepfakeNet
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,17 @@
-"""The class labels, in target order (0 = real, 1 = fake; ``data.split.CLASSES`` matches).
+"""The class labels and their targets: the one place that names them (0 = real, 1 = fake).
 
 A module of its own so that torch-free code (the store, the dashboards) can name the labels
-without importing the model, and with it torch and Lightning.
+without importing the model, and with it torch and Lightning. The data tree's class folders
+(``data/real``, ``data/fake``), the generator's output, the logits' columns, the store's labels
+and the service's answers all read these names, so they can never disagree.
 """
 
-LABELS: tuple[str, str] = ("real", "fake")
+#: Label of a camera photo, class folder ``data/real``; logit column and target 0.
+REAL_LABEL = "real"
+#: Label of a generated image, class folder ``data/fake``; logit column and target 1.
+FAKE_LABEL = "fake"
+#: Every label, in target order: ``LABELS[target]`` is the label, ``prob_fake`` is P(target 1).
+LABELS: tuple[str, str] = (REAL_LABEL, FAKE_LABEL)
+#: Targets of the two classes (their index in :data:`LABELS`).
+REAL_TARGET = LABELS.index(REAL_LABEL)
+FAKE_TARGET = LABELS.index(FAKE_LABEL)

@@ -2,6 +2,14 @@
 
 Ranking metrics (AUROC, AP) and calibration error read the probability; accuracy and F1 read
 the decision at the model's own threshold, which is why two collections are kept.
+
+The expected calibration error has exactly one definition, torchmetrics' binary ECE with
+:data:`ECE_BINS` equal-width bins on ``P(fake)`` and the L1 norm: the mean, weighted by bin
+size, of ``|mean P(fake) - share of fakes|`` per bin. The training metrics
+(:class:`StageMetrics`, the DDP-aware module form), :func:`expected_calibration_error` (the
+functional form, used by calibration, the evaluation report and the admin dashboard's
+calibration on people's verdicts) and every table built on them therefore report numbers that
+can be compared. Any other bin count or norm would give a different number under the same name.
 """
 
 from __future__ import annotations
@@ -18,9 +26,33 @@ from torchmetrics.classification import (
     BinaryCalibrationError,
     BinaryF1Score,
 )
+from torchmetrics.functional.classification import binary_calibration_error
 
 #: Bins of the expected calibration error and the reliability diagram.
 ECE_BINS = 15
+#: Norm of the expected calibration error: L1, the bin-size-weighted mean gap.
+ECE_NORM = "l1"
+
+
+def expected_calibration_error(
+    prob_fake: torch.Tensor, targets: torch.Tensor, n_bins: int = ECE_BINS
+) -> float:
+    """THE expected calibration error of ``P(fake)`` against 0/1 targets (see the module).
+
+    Computed in float32, as the training metrics see the probability, so that the same inputs
+    give the same number wherever they are scored.
+
+    Args:
+        prob_fake: Calibrated ``P(fake)``, any shape ``N``.
+        targets: ``N`` labels, 0 (real) or 1 (fake).
+        n_bins: Equal-width bins on ``[0, 1]``; leave the default for reported figures.
+
+    Returns:
+        The ECE, in ``[0, 1]``.
+    """
+    prob = torch.as_tensor(prob_fake).detach().cpu().float().reshape(-1).contiguous()
+    labels = torch.as_tensor(targets).detach().cpu().long().reshape(-1).contiguous()
+    return float(binary_calibration_error(prob, labels, n_bins=n_bins, norm=ECE_NORM))
 
 
 class StageMetrics(nn.Module):
@@ -36,7 +68,7 @@ class StageMetrics(nn.Module):
             {
                 "auroc": BinaryAUROC(),
                 "ap": BinaryAveragePrecision(),
-                "ece": BinaryCalibrationError(n_bins=ECE_BINS, norm="l1"),
+                "ece": BinaryCalibrationError(n_bins=ECE_BINS, norm=ECE_NORM),
             },
             prefix=prefix,
         )

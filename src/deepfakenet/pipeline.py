@@ -2,12 +2,16 @@
 
 Entry points stay thin (``@hydra.main`` + one call); everything here takes a composed config and
 returns plain results, so tests run the real jobs without going through the CLI.
+
+Scoring a split (cells, per-group rates, robustness tables) is :mod:`deepfakenet.evaluation`'s;
+this module never imports :mod:`deepfakenet.protocol`, which builds on it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +34,20 @@ from deepfakenet.calibration import (
 )
 from deepfakenet.data.datamodule import DeepfakeDataModule
 from deepfakenet.errors import ConfigError
+from deepfakenet.evaluation import (
+    ProtocolSettings,
+    RobustnessTables,
+    group_rates,
+    score_conditions,
+    to_markdown,
+)
 from deepfakenet.inference import predict_loader
+from deepfakenet.labels import LABELS
 from deepfakenet.lineage import data_version, git_commit
 from deepfakenet.metrics import defined_metrics
 from deepfakenet.models.module import DetectorModule
 from deepfakenet.models.net import DeepfakeNet
 from deepfakenet.plots import evaluation_figures, reliability_figure
-from deepfakenet.protocol import ProtocolSettings, robustness_table, to_markdown
 from deepfakenet.security import redact
 
 log = logging.getLogger(__name__)
@@ -104,7 +115,7 @@ SMALL_SPLIT_TAG = "deepfakenet.small_split"
 def class_counts(rows: pd.DataFrame) -> dict[str, int]:
     """Images per class (``real``, ``fake``) in index rows of the data tree."""
     counts = rows["label"].value_counts()
-    return {label: int(counts.get(label, 0)) for label in ("real", "fake")}
+    return {label: int(counts.get(label, 0)) for label in LABELS}
 
 
 def small_split_note(counts: dict[str, float], min_per_class: int, what: str) -> str | None:
@@ -151,7 +162,13 @@ def _calibrate(
         hydra.utils.instantiate(cfg.calibration) if cfg.get("calibration") else CalibrationConfig()
     )
     logits, targets = predict_loader(model.net, datamodule.val_dataloader())
-    result = calibrate(model.net, logits, targets, config)
+    # The loader keeps the index order, so row i of the split is logit i. In a tree with a
+    # manifest, only the photo sources it lists count as sources: feedback images added later
+    # (unlisted) are the hardest cases people sent back, not a source to calibrate for.
+    rows = datamodule.split_index("val")
+    listed = rows["photo"] != ""
+    sources = rows["source"].where(listed if listed.any() else True, "").tolist()
+    result = calibrate(model.net, logits, targets, config, sources=sources)
     mlflow_logger.log_metrics(result.as_metrics())
     prob_before = calibrated_prob(logits).numpy()
     prob_after = model.net.prob_from_logits(logits).numpy()
@@ -329,16 +346,20 @@ def _train_logged(
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a registered model (alias or version) on the test split of the data tree.
 
-    Writes ``metrics.json`` and the figures to ``cfg.report_dir``. The report says how many
-    images per class the metrics rest on (``counts``) and warns (log and ``warnings``) when a
-    class has fewer than ``cfg.min_test_per_class``.
+    Writes ``metrics.json``, ``per_group.{csv,md}`` and the figures to ``cfg.report_dir``. The
+    report says how many images per class the metrics rest on (``counts``) and warns (log and
+    ``warnings``) when a class has fewer than ``cfg.min_test_per_class``. ``per_group`` gives the
+    decisions at the stored threshold per real source (false-positive rate) and per fake family
+    (recall): the overall rates average away the one source or family that fails.
 
     Args:
         cfg: A composed ``conf/evaluate.yaml``.
 
     Returns:
         The report: model reference and version, data version, sample and class counts, small
-        split warnings, and metrics (null where undefined, e.g. AUROC of a one-class split).
+        split warnings, metrics (null where undefined, e.g. AUROC of a one-class split), the
+        per-group rates and, with ``cfg.robustness``, the robustness cells and their per-group
+        rates.
 
     Raises:
         RegistryError: Nothing is registered under ``cfg.model_ref`` (exit 2).
@@ -348,15 +369,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     # Scored at the side the model was registered with, whatever the data config says.
     datamodule: DeepfakeDataModule = hydra.utils.instantiate(cfg.data, eval_crop_size=net.crop_size)
     datamodule.setup("test")
-    counts = class_counts(datamodule.split_index("test"))
+    test_rows = datamodule.split_index("test")
+    counts = class_counts(test_rows)
     min_per_class = int(cfg.get("min_test_per_class", MIN_TEST_PER_CLASS))
     warnings = [note] if (note := small_split_note(counts, min_per_class, "test split")) else []
     for warning in warnings:
         log.warning("%s", warning)
+    # The test loader reads the split's rows in index order, so scores and groups line up.
     logits, targets = predict_loader(net, datamodule.test_dataloader())
     prob = net.prob_from_logits(logits)
     threshold = float(net.threshold)
     metrics = defined_metrics(prob, targets, threshold)
+    by_group = group_rates(net, prob, targets, test_rows["group"].astype(str).tolist())
     if min(counts.values()) == 0:
         warnings.append("the test split lacks a class: AUROC, AP and F1 are undefined (null)")
     report = {
@@ -376,26 +400,44 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "temperature": float(net.temperature),
         "logit_bias": float(net.logit_bias),
         "metrics": metrics,
+        "per_group": _records(by_group),
     }
     out = Path(cfg.report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    by_group.to_csv(out / "per_group.csv", index=False)
+    (out / "per_group.md").write_text(to_markdown(by_group))
     if cfg.get("robustness"):
-        table = _robustness(cfg, net, datamodule)
-        report["robustness"] = table.to_dict(orient="records")
-        out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out / "robustness.csv", index=False)
-        (out / "robustness.md").write_text(to_markdown(table))
+        tables = _robustness(cfg, net, datamodule)
+        report["robustness"] = _records(tables.cells)
+        report["robustness_groups"] = _records(tables.groups)
+        tables.cells.to_csv(out / "robustness.csv", index=False)
+        tables.groups.to_csv(out / "robustness_groups.csv", index=False)
+        (out / "robustness.md").write_text(
+            to_markdown(tables.cells) + "\n" + to_markdown(tables.groups)
+        )
     _write_json(out / "metrics.json", report)
     for name, fig in evaluation_figures(prob.numpy(), targets.numpy(), threshold).items():
         fig.savefig(out / name, dpi=100)
         plt.close(fig)
     log.info("evaluation of %s written to %s: %s", report["model"], out, report["metrics"])
+    log.info("decisions at the threshold per source and family:\n%s", to_markdown(by_group))
     return report
 
 
-def _robustness(cfg: DictConfig, net: DeepfakeNet, datamodule: DeepfakeDataModule) -> pd.DataFrame:
+def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Table rows as JSON-ready dicts: NaN (a rate that does not apply) becomes null."""
+    return [
+        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+        for row in table.to_dict(orient="records")
+    ]
+
+
+def _robustness(
+    cfg: DictConfig, net: DeepfakeNet, datamodule: DeepfakeDataModule
+) -> RobustnessTables:
     """The test split scored under each perturbation of ``cfg.protocol`` and on full images."""
     settings = ProtocolSettings.from_config(cfg.protocol)
-    return robustness_table(
+    return score_conditions(
         net,
         datamodule.split_index("test"),
         settings.perturbations,

@@ -11,8 +11,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay, confusion_matrix
 
+from deepfakenet.labels import LABELS
 from deepfakenet.metrics import ECE_BINS
-from deepfakenet.models.net import LABELS
 
 
 def roc_figure(prob_fake: np.ndarray, targets: np.ndarray, title: str = "ROC") -> Figure:

@@ -52,11 +52,11 @@ from deepfakenet.cli import ExitCode  # noqa: F401 - re-exported for older impor
 from deepfakenet.config import RetrainSchema, validate
 from deepfakenet.data.datamodule import DeepfakeDataModule
 from deepfakenet.errors import DeepFakeNetError, JobLockedError
+from deepfakenet.evaluation import score_rows
 from deepfakenet.files import atomic_write
 from deepfakenet.labels import LABELS
 from deepfakenet.lineage import data_version
 from deepfakenet.metrics import defined_metrics
-from deepfakenet.protocol import score_rows
 from deepfakenet.security import redact
 from deepfakenet.store import ImageArchive, Store, utcnow
 

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from deepfakenet.data.synth import FAKE_FAMILIES, FAKE_LABEL, REAL_LABEL, random_photo_crop
+from deepfakenet.data.fakes import FAKE_FAMILIES
+from deepfakenet.data.synth import random_photo_crop
+from deepfakenet.labels import FAKE_LABEL, REAL_LABEL
 
 log = logging.getLogger(__name__)
 

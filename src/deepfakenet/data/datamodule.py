@@ -11,9 +11,10 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from deepfakenet.data.sources import photo_source
 from deepfakenet.data.split import scan_image_tree
-from deepfakenet.data.synth import REAL_LABEL, photo_source
 from deepfakenet.imaging import DecodeLimits, load_image_file
+from deepfakenet.labels import REAL_LABEL
 from deepfakenet.preprocessing import AugmentConfig, build_transform
 
 log = logging.getLogger(__name__)
@@ -22,14 +23,20 @@ log = logging.getLogger(__name__)
 def image_sources(index: pd.DataFrame) -> pd.Series:
     """The real source each indexed image comes from ("" when it cannot be told).
 
-    A real's source is its group folder (``real/<source>/...``). A fake's folder names its
-    family, so its source is read from the file name the generator gives it
-    (``<photo>_<index>.png``, see :func:`deepfakenet.data.synth.photo_source`). Files from
-    elsewhere (feedback, user data) get ``""`` and are never excluded by source.
+    A file the tree's manifest lists carries its photo id (``<source>/<photo>``), real or fake.
+    Otherwise a real's source is its group folder (``real/<source>/...``), and a fake's is read
+    from the file name the generator gives it (``<photo>_<index>.png``, see
+    :func:`deepfakenet.data.sources.photo_source`). Files from elsewhere (feedback, user data)
+    get ``""`` and are never excluded by source.
     """
     photos = index["relpath"].map(lambda rel: PurePosixPath(rel).stem.rsplit("_", 1)[0])
     from_name = photos.map(lambda photo: photo_source(photo) or "")
-    return index["group"].where(index["label"] == REAL_LABEL, from_name).astype(str)
+    guessed = index["group"].where(index["label"] == REAL_LABEL, from_name).astype(str)
+    if "photo" not in index.columns:
+        return guessed
+    listed = index["photo"].astype(str)
+    from_manifest = listed.map(lambda photo: photo.split("/", 1)[0] if "/" in photo else "")
+    return from_manifest.where(from_manifest != "", guessed)
 
 
 class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
@@ -89,8 +96,8 @@ class DeepfakeDataModule(L.LightningDataModule):
         num_workers: int = 2,
         pin_memory: bool = False,
         persistent_workers: bool = True,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
         augment: AugmentConfig | None = None,
         exclude_groups: Sequence[str] = (),
         exclude_sources: Sequence[str] = (),

@@ -76,6 +76,18 @@ class HighPass(nn.Module):
         return self.gain * (x - blur)
 
 
+def calibrated_prob(
+    logits: torch.Tensor, temperature: torch.Tensor | float, bias: torch.Tensor | float
+) -> torch.Tensor:
+    """The one calibrated probability: ``P(fake) = sigmoid((fake - real) / temperature + bias)``.
+
+    A free function so that fitting the calibration (:mod:`deepfakenet.calibration`, with
+    candidate values) and serving it (:meth:`DeepfakeNet.prob_from_logits`, with the stored
+    buffers) run the same formula.
+    """
+    return torch.sigmoid((logits[:, 1] - logits[:, 0]) / temperature + bias)
+
+
 #: Input filters :class:`DeepfakeNet` accepts (``conf/model``: ``net.input_filter``).
 INPUT_FILTERS = ("none", "highpass")
 
@@ -138,8 +150,7 @@ class DeepfakeNet(nn.Module):
 
         With a zero ``logit_bias`` this is the softmax of the temperature-scaled logits.
         """
-        margin = (logits[:, 1] - logits[:, 0]) / self.temperature
-        return torch.sigmoid(margin + self.logit_bias)
+        return calibrated_prob(logits, self.temperature, self.logit_bias)
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Calibrated ``P(fake)``, ``N``."""
