@@ -55,8 +55,9 @@ train: setup ## Train on data/ (extra Hydra overrides: make train ARGS="trainer.
 evaluate: setup ## Evaluate a registered model (make evaluate REF=champion|latest|<N> ARGS=...)
 	$(PY) training/evaluate.py model_ref=$(or $(REF),latest) $(ARGS)
 
-# Trains one model per fold (every family out, every source out, plus one on everything), so it
-# costs about nine trainings of the recipe; ARGS="--quick" runs it on tiny data in a minute.
+# Trains one model per fold (every family out, every source out, plus one on everything): 23
+# trainings of the demo recipe, about 80 min on 2 CPUs; choose folds with ARGS="protocol.sources=[...]
+# protocol.families=[...]"; ARGS="--quick" runs it on tiny data in a minute.
 generalisation: setup ## Leave-one-out + perturbation table of a recipe (EXP=demo|generalise)
 	$(PY) benchmarks/generalisation.py experiment=$(or $(EXP),demo) $(ARGS)
 

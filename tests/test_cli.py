@@ -207,3 +207,30 @@ def test_bad_train_overrides_are_refused(tmp_path):
     _one_label(tmp_path)
     result = _retrain(tmp_path, 'train_overrides=["experiment=no_such_experiment"]')
     assert_refused(result, "retrain", 2, "train_overrides")
+
+
+def test_a_hydra_multirun_sweeps_every_value(tmp_path):
+    # `train.py -m seed=0,1,2` once died resolving the sweep folder (paths.log_dir needs the
+    # runtime cwd, which a sweep does not have yet); the same sweep, on the cheapest job.
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "training" / "generate.py"),
+            "-m",
+            "synth.n_real=2",
+            "synth.n_fake=2,3",
+            "synth.min_size=32",
+            "synth.max_size=32",
+            "synth.sources=[skimage]",
+            f"paths.data_dir={tmp_path}/data_${{synth.n_fake}}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for n_fake in (2, 3):
+        assert len(list((tmp_path / f"data_{n_fake}").rglob("*.png"))) == 2 + n_fake
+    assert len(list((tmp_path / "logs" / "generate" / "multiruns").glob("*/[01]"))) == 2

@@ -138,3 +138,23 @@ def test_a_failed_training_run_is_marked_failed(cfg_train, monkeypatch):
     client = MlflowClient(cfg_train.registry.tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name("deepfakenet").experiment_id])
     assert [run.info.status for run in runs] == ["FAILED"], "never left RUNNING"
+
+
+def test_a_tree_without_a_manifest_trains_with_its_groups_as_sources(cfg_train, tmp_path):
+    # A user's own ImageFolder tree has no manifest.csv: content-hash split, and the first
+    # folder below real/ is the source the per-source threshold is held on.
+    import shutil
+
+    from omegaconf import open_dict
+
+    tree = tmp_path / "own_tree"
+    shutil.copytree(cfg_train.paths.data_dir, tree)
+    (tree / "manifest.csv").unlink()
+    with open_dict(cfg_train):
+        cfg_train.paths.data_dir = str(tree)
+        cfg_train.data.data_dir = str(tree)
+        cfg_train.register = False
+    metrics, objects = train(cfg_train)
+    index = objects["datamodule"].index
+    assert (index["photo"] == "").all() and len(set(index["source"]) - {""}) > 1
+    assert 0.0 < metrics["calibration/threshold"] < 1.0

@@ -142,8 +142,9 @@ def calibrated_prob(
 
     Not a second formula: it runs :func:`deepfakenet.models.net.calibrated_prob`, the function
     behind :meth:`DeepfakeNet.prob_from_logits`, on the candidate temperature and offset (in
-    double precision), so what the fit optimises, what the reliability plots show and what the
-    registered model serves can never drift apart.
+    double precision), so the reliability plots and the threshold see what the registered model
+    serves. (The fit itself minimises the same expression in its logit form, ``margin / T + b``
+    inside a BCE-with-logits, for numerical stability.)
 
     Args:
         logits: ``N x 2`` uncalibrated logits.

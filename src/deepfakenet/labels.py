@@ -1,9 +1,9 @@
 """The class labels and their targets: the one place that names them (0 = real, 1 = fake).
 
-A module of its own so that torch-free code (the store, the dashboards) can name the labels
-without importing the model, and with it torch and Lightning. The data tree's class folders
-(``data/real``, ``data/fake``), the generator's output, the logits' columns, the store's labels
-and the service's answers all read these names, so they can never disagree.
+A module of its own, importing nothing, so that code without the model (the store, the
+dashboards' pages) can name the labels without importing torch and Lightning. The data tree's
+class folders (``data/real``, ``data/fake``), the generator's output, the logits' columns, the
+store's labels and the service's answers all read these names, so they can never disagree.
 """
 
 #: Label of a camera photo, class folder ``data/real``; logit column and target 0.

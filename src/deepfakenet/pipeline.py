@@ -167,8 +167,8 @@ def _calibrate(
     # (unlisted) are the hardest cases people sent back, not a source to calibrate for.
     rows = datamodule.split_index("val")
     listed = rows["photo"] != ""
-    sources = rows["source"].where(listed if listed.any() else True, "").tolist()
-    result = calibrate(model.net, logits, targets, config, sources=sources)
+    sources = rows["source"].where(listed, "") if listed.any() else rows["source"]
+    result = calibrate(model.net, logits, targets, config, sources=sources.tolist())
     mlflow_logger.log_metrics(result.as_metrics())
     prob_before = calibrated_prob(logits).numpy()
     prob_after = model.net.prob_from_logits(logits).numpy()

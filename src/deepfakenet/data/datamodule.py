@@ -1,4 +1,4 @@
-"""LightningDataModule over an ImageFolder-style tree (``real/``, ``fake/``), split by hash."""
+"""LightningDataModule over an ImageFolder-style tree (``real/``, ``fake/``), split by photo."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
 
 
 class DeepfakeDataModule(L.LightningDataModule):
-    """Reads ``data_dir/{real,fake}/**``, splits by hash, and serves train/val/test loaders.
+    """Reads ``data_dir/{real,fake}/**``, splits by photo (else content) hash, serves loaders.
 
     Args:
         data_dir: Root of the tree.
@@ -76,8 +76,8 @@ class DeepfakeDataModule(L.LightningDataModule):
         num_workers: Loader worker processes.
         pin_memory: Pin host memory (useful on GPU only).
         persistent_workers: Keep workers alive between epochs (ignored with 0 workers).
-        val_fraction: Share of files (by hash) for validation.
-        test_fraction: Share of files (by hash) for test.
+        val_fraction: Share of photos (by hash) for validation.
+        test_fraction: Share of photos (by hash) for test.
         augment: Training augmentations, applied to both classes.
         exclude_groups: ``label/group`` names (e.g. ``fake/pixel_shuffle``) kept out of train
             and val, for leave-one-out protocols; their test-split files stay in test.

