@@ -31,7 +31,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, fields
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 from PIL import Image
@@ -357,9 +357,18 @@ class CameraConfig:
         ``resize_down[0]``; a caller that needs ``side`` pixels draws a crop this large and
         crops the output back to ``side``.
         """
-        shrink = self.resize_down[0] if self.p_resize > 0 else 1.0
-        offset = self.max_grid_offset if self.p_jpeg > 0 and self.p_double_jpeg > 0 else 0
-        return math.ceil((side + 1) / min(shrink, 1.0)) + offset
+        return edited_input_side(self, side)
+
+
+def edited_input_side(config: Any, side: int) -> int:
+    """Smallest input side an edit (a grid-offset crop, then a downscale) still leaves ``side``.
+
+    Shared by :class:`CameraConfig` and the fakes' post-processing config, which have the same
+    ``p_resize``, ``resize_down``, ``p_jpeg``, ``p_double_jpeg`` and ``max_grid_offset`` fields.
+    """
+    shrink = config.resize_down[0] if config.p_resize > 0 else 1.0
+    offset = config.max_grid_offset if config.p_jpeg > 0 and config.p_double_jpeg > 0 else 0
+    return math.ceil((side + 1) / min(shrink, 1.0)) + offset
 
 
 def _sensor_noise(mosaic: np.ndarray, rng: np.random.Generator, config: CameraConfig) -> np.ndarray:

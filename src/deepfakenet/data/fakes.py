@@ -39,6 +39,7 @@ from deepfakenet.data.camera import (
     _normalise_config,
     _to_uint8,
     draw_resize,
+    edited_input_side,
     jpeg_compress,
     resize,
 )
@@ -625,9 +626,7 @@ class FakePostConfig:
 
     def input_side(self, side: int) -> int:
         """Smallest input side whose output is at least ``side`` whatever the draws."""
-        shrink = self.resize_down[0] if self.p_resize > 0 else 1.0
-        offset = self.max_grid_offset if self.p_jpeg > 0 and self.p_double_jpeg > 0 else 0
-        return math.ceil((side + 1) / min(shrink, 1.0)) + offset
+        return edited_input_side(self, side)
 
 
 @overload
