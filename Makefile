@@ -93,8 +93,11 @@ dashboards: setup ## Detector + admin pages on HOST:DASHBOARD_PORT, 127.0.0.1:85
 	$(VENV)/bin/streamlit run dashboards/app.py --server.address $(HOST) \
 		--server.port $(DASHBOARD_PORT) --server.headless true --browser.gatherUsageStats false
 
+# The build options are pyproject.toml's [tool.bentoml.build]: BentoML takes the Bento's Python
+# requirements from [project].dependencies there (no second list) and ships src/deepfakenet/ at the
+# Bento's root. Unlocked and without a container engine: what CI runs (tests/test_bento_build.py).
 bento-build: bento ## Build a Bento (service + code + model) for deployment: `bentoml containerize` it
-	$(VENV)/bin/bentoml build -f serving/bentofile.yaml .
+	$(VENV)/bin/bentoml build -f pyproject.toml .
 
 test: setup ## Run the whole test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -11,6 +11,7 @@ import base64
 import binascii
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 if TYPE_CHECKING:
@@ -74,18 +75,30 @@ class ModelOut(BaseModel):
     threshold: float
     temperature: float
     logit_bias: float
+    backend: str = Field(description="What scores: torch, onnx (fp32) or onnx-int8.")
+    requested: str = Field(description="The DEEPFAKENET_BACKEND setting.")
+    note: str = Field(description="Why the backend differs from the one requested, if it does.")
+    int8_parity: dict[str, Any] | None = Field(
+        description="The version's int8 parity check on its test split (None: never run)."
+    )
+    onnx_parity: dict[str, Any] | None = Field(
+        description="The fp32 ONNX export's check against torch (None: never run)."
+    )
+    threads: int | None = Field(description="Intra-op threads of the backend.")
 
 
 class ScoreItem(BaseModel):
-    """One preprocessed image for the internal batch scorer (float32 CHW, base64).
+    """One image's evaluation crop for the internal batch scorer: uint8 CHW pixels, base64.
 
-    Validated completely here, base64 included, before the batcher merges it with other
-    requests' items: a malformed item is refused on its own (400) instead of failing the whole
-    batch and every innocent request in it. The decoded bytes are kept, so validation costs no
-    second decode when the batch is scored.
+    The crop is what :func:`deepfakenet.preprocessing.crop` returns; the scorer normalises the
+    whole batch at once (:func:`deepfakenet.preprocessing.normalize`). Pixels travel as uint8,
+    a quarter of the float32 tensor. Validated completely here, base64 included, before the
+    batcher merges it with other requests' items: a malformed item is refused on its own (400)
+    instead of failing the whole batch and every innocent request in it. The decoded bytes are
+    kept, so validation costs no second decode when the batch is scored.
     """
 
-    tensor: str
+    pixels: str
     shape: tuple[Literal[3], int, int]
     _raw: bytes | None = PrivateAttr(default=None)
 
@@ -94,31 +107,27 @@ class ScoreItem(BaseModel):
         _, height, width = self.shape
         if not (MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE):
             raise ValueError(f"image sides must be within [{MIN_SIDE}, {MAX_SIDE}] pixels")
-        if len(self.tensor) != 16 * height * width:  # base64 of 3*h*w float32 = 12*h*w bytes
-            raise ValueError("tensor does not hold 3 x height x width float32 values")
+        if len(self.pixels) != 4 * height * width:  # base64 of 3*h*w bytes
+            raise ValueError("pixels do not hold 3 x height x width bytes")
         try:
-            self._raw = base64.b64decode(self.tensor, validate=True)
+            self._raw = base64.b64decode(self.pixels, validate=True)
         except (binascii.Error, ValueError) as err:
-            raise ValueError(f"tensor is not valid base64: {err}") from err
-        if len(self._raw) != 12 * height * width:  # padding can shorten a right-length text
-            raise ValueError("tensor does not hold 3 x height x width float32 values")
+            raise ValueError(f"pixels are not valid base64: {err}") from err
+        if len(self._raw) != 3 * height * width:  # padding can shorten a right-length text
+            raise ValueError("pixels do not hold 3 x height x width bytes")
         return self
 
-    def to_tensor(self) -> torch.Tensor:
-        """The CHW float32 tensor."""
-        import torch
-
-        raw = self._raw if self._raw is not None else base64.b64decode(self.tensor, validate=True)
-        return torch.frombuffer(bytearray(raw), dtype=torch.float32).view(self.shape)
+    def to_array(self) -> np.ndarray:
+        """The CHW uint8 crop."""
+        raw = self._raw if self._raw is not None else base64.b64decode(self.pixels, validate=True)
+        return np.frombuffer(raw, dtype=np.uint8).reshape(self.shape)
 
     @classmethod
-    def from_tensor(cls, tensor: torch.Tensor) -> ScoreItem:
-        """Pack a CHW float32 tensor (trusted: built here, so not validated again)."""
-        import torch
-
-        raw = tensor.to(torch.float32).contiguous().numpy().tobytes()
-        shape: Any = tuple(tensor.shape)
-        return cls.model_construct(tensor=base64.b64encode(raw).decode("ascii"), shape=shape)
+    def from_crop(cls, crop: torch.Tensor) -> ScoreItem:
+        """Pack a CHW uint8 crop (trusted: built here, so not validated again)."""
+        raw = crop.contiguous().numpy().tobytes()
+        shape: Any = tuple(crop.shape)
+        return cls.model_construct(pixels=base64.b64encode(raw).decode("ascii"), shape=shape)
 
 
 class ScoreResult(BaseModel):

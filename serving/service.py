@@ -5,14 +5,20 @@
 
 Request flow: the upload guard (:mod:`serving.guard`) reads and checks every public request
 first (size, read timeout, multipart shape, bearer token) and gives every error one body,
-``{"error": "<reason>"}``. The upload (multipart field ``image``) is read as raw bytes and decoded
-by the one safe decoder (:mod:`deepfakenet.imaging`), preprocessed by the one preprocessing
-function, and scored by :meth:`DeepfakeDetector.infer`, a batchable API that only the service's
-own in-process client may call (404 from the network): concurrent requests are merged into one
-forward pass by BentoML's adaptive batcher. The handler then commits the prediction record
-(SQL, with the client's pseudonymous key, :mod:`serving.clients`), queues the feature vector
-(Parquet) and archives the decoded image (content-addressed PNG) before answering. Grad-CAM runs
-unbatched on a private copy of the network.
+``{"error": "<reason>"}``. The upload (multipart field ``image``) is read as raw bytes, decoded
+by the one safe decoder (:mod:`deepfakenet.imaging`) and cropped by the first half of the one
+preprocessing function; the uint8 crop goes to :meth:`DeepfakeDetector.infer`, a batchable API
+that only the service's own in-process client may call (404 from the network): BentoML's
+adaptive batcher merges concurrent requests into one forward pass, which normalises the batch
+and runs it on the configured backend (:mod:`serving.scoring`, :mod:`deepfakenet.backends`:
+torch, ONNX fp32 or ONNX int8, calibration applied to the logits by one code path). The handler
+then waits for its prediction record to be group-committed with those of concurrent requests;
+feature rows and the archived image are written by background threads
+(:mod:`deepfakenet.recording`, which documents the crash windows). Grad-CAM runs unbatched on a
+private torch copy of the network.
+
+Workers and threads come from ``DEEPFAKENET_WORKERS`` / ``DEEPFAKENET_THREADS``: a bigger
+machine runs more workers without a code change (each loads the model and batches on its own).
 
 Serve with ``--timeout-graceful-shutdown`` (``make serve`` passes it): uvicorn otherwise waits
 without limit on SIGTERM for requests still open.
@@ -26,23 +32,20 @@ import hashlib
 import hmac
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
-from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import aiohttp
 import bentoml
 import numpy as np
-from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound
 from bentoml.mlflow import MLFLOW_MODEL_FOLDER
 from fastapi import FastAPI, Header, HTTPException
 from mlflow.exceptions import MlflowException
 from pydantic import Field
 
 from deepfakenet.errors import (
-    ImageTooLargeError,
     InvalidFeedbackError,
     InvalidImageError,
     NotFoundError,
@@ -51,6 +54,7 @@ from deepfakenet.errors import (
 from deepfakenet.imaging import DecodeLimits, decode_image
 from deepfakenet.settings import ServiceSettings
 from serving.clients import AccessLogPseudonymiser, ClientKeyer, load_or_create_salt
+from serving.errors import client_error, client_host
 from serving.guard import UploadGuard
 from serving.openapi import document_service
 from serving.schemas import (
@@ -68,12 +72,14 @@ with bentoml.importing():
 
     from deepfakenet import registry
     from deepfakenet.explain import grad_cam, overlay, png_bytes, resolve_layer
-    from deepfakenet.features import FeatureRow, FeatureWriter
-    from deepfakenet.inference import score_batch
+    from deepfakenet.features import FeatureWriter
+    from deepfakenet.inference import scores_from_outputs
     from deepfakenet.labels import LABELS
-    from deepfakenet.preprocessing import denormalize, preprocess
+    from deepfakenet.preprocessing import crop, denormalize, normalize
+    from deepfakenet.recording import Recorder
     from deepfakenet.runtime import ChampionWatcher, LoadedModel, ModelHolder
     from deepfakenet.store import ImageArchive, PredictionRecord, Store, new_id, utcnow
+    from serving.scoring import score_items
 
 log = logging.getLogger("deepfakenet.service")
 
@@ -85,30 +91,8 @@ SETTINGS = ServiceSettings()
 os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
 #: Tries of the internal batched call before a request fails (see ``_infer_one``).
 INFER_ATTEMPTS = 3
-
-# --------------------------------------------------------------------------------- errors
-
-
-class PayloadTooLarge(InvalidArgument):
-    """The upload breaks the byte or pixel limit (HTTP 413)."""
-
-    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-
-
-def _client_error(err: Exception) -> BentoMLException:
-    """Map a library error to the HTTP error BentoML should answer with."""
-    if isinstance(err, ImageTooLargeError):
-        return PayloadTooLarge(str(err))
-    if isinstance(err, NotFoundError):
-        return NotFound(str(err))
-    return InvalidArgument(str(err))
-
-
-def _client_host(ctx: bentoml.Context) -> str | None:
-    """The peer address uvicorn saw (X-Forwarded-For is not trusted unless configured)."""
-    client = ctx.request.client
-    return client.host if client is not None else None
-
+#: Longest wait of /explain's thread for its record's commit (the traffic timeout is 120 s).
+RECORD_TIMEOUT_S = 60.0
 
 # -------------------------------------------------------------------------------- service
 
@@ -125,8 +109,8 @@ admin_app = FastAPI(
     # would compete for the same slots (429s under load). Overload answers 503 from the batcher
     # when requests wait longer than max_latency_ms.
     traffic={"timeout": 120},
-    resources={"cpu": "2"},
-    workers=1,
+    resources={"cpu": str(SETTINGS.worker_count * SETTINGS.backend_threads)},
+    workers=SETTINGS.worker_count,
 )
 @bentoml.asgi_app(admin_app, path="/")
 class DeepfakeDetector:
@@ -137,9 +121,16 @@ class DeepfakeDetector:
     def __init__(self) -> None:
         self.settings = SETTINGS
         labels = dict(self.bento_model.info.labels)
-        net = registry.load_net_from_dir(self.bento_model.path_of(MLFLOW_MODEL_FOLDER))
+        model_dir = self.bento_model.path_of(MLFLOW_MODEL_FOLDER)
+        net = registry.load_net_from_dir(model_dir)
         resolve_layer(net, SETTINGS.explain_layer)  # a misconfigured layer fails here, not per call
-        self.models = ModelHolder(LoadedModel.wrap(net, labels, source=str(self.bento_model.tag)))
+        threads = SETTINGS.backend_threads
+        torch.set_num_threads(threads)  # the torch backend and Grad-CAM
+        self.models = ModelHolder(
+            LoadedModel.wrap(
+                net, labels, str(self.bento_model.tag), model_dir, SETTINGS.backend, threads
+            )
+        )
         # Grad-CAM is serialised (one private network); its own thread keeps queued /explain calls
         # from taking the worker threads /predict needs.
         self.explain_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
@@ -148,6 +139,12 @@ class DeepfakeDetector:
         self.archive = ImageArchive(SETTINGS.image_dir)
         self.feature_writer = FeatureWriter(
             SETTINGS.feature_dir, SETTINGS.feature_flush_rows, SETTINGS.feature_flush_seconds
+        )
+        self.recorder = Recorder(
+            self.store,
+            self.feature_writer,
+            self.archive,
+            max_pending_pixels=SETTINGS.max_pixels,  # one largest upload, or many small ones
         )
         salt = (
             SETTINGS.client_key_salt.get_secret_value().encode("utf-8")
@@ -163,6 +160,8 @@ class DeepfakeDetector:
                 SETTINGS.mlflow_tracking_uri,
                 labels.get("model_name", SETTINGS.model_name),
                 interval_s=SETTINGS.registry_poll_seconds,
+                backend=SETTINGS.backend,
+                threads=threads,
             )
             try:  # the BentoML store may hold an older model than the registry's champion
                 self.watcher.check()
@@ -173,7 +172,12 @@ class DeepfakeDetector:
                     err,
                 )
             self.watcher.start()
-        log.info("serving %s; store %s", self.models.current.labels, self.store.safe_url)
+        log.info(
+            "serving %s on %s; store %s",
+            self.models.current.labels,
+            self.models.current.backend_info,
+            self.store.safe_url,
+        )
 
     @bentoml.on_startup
     def purge_expired_images(self) -> None:
@@ -184,10 +188,11 @@ class DeepfakeDetector:
 
     @bentoml.on_shutdown
     def close(self) -> None:
-        """Write buffered feature rows and release connections."""
+        """Write queued records, images and feature rows, and release connections."""
         if self.watcher is not None:
             self.watcher.stop()
         self.explain_pool.shutdown(wait=True)
+        self.recorder.close()
         self.feature_writer.close()
         self.store.close()
 
@@ -199,31 +204,13 @@ class DeepfakeDetector:
         max_latency_ms=SETTINGS.max_latency_ms,
     )
     def infer(self, items: list[ScoreItem]) -> list[ScoreResult]:
-        """Score preprocessed images in one forward pass (the adaptive batcher merges calls).
+        """Score uint8 crops in one forward pass (the adaptive batcher merges calls).
 
         Internal: the public routes call it through BentoML's in-process client; the upload
         guard answers 404 to anyone else. Items are validated one by one (base64 included)
-        before batching. They are grouped by shape, so a model swap that changes the input size
-        cannot break a batch in flight.
+        before batching (see :func:`serving.scoring.score_items`).
         """
-        model = self.models.current
-        threshold = float(model.net.threshold)
-        groups: dict[tuple[int, int, int], list[int]] = {}
-        for i, item in enumerate(items):
-            groups.setdefault(item.shape, []).append(i)
-        results: dict[int, ScoreResult] = {}
-        for indices in groups.values():
-            scores = score_batch(model.net, torch.stack([items[i].to_tensor() for i in indices]))
-            vectors = scores.features.numpy().astype(np.float32)
-            for j, i in enumerate(indices):
-                results[i] = ScoreResult(
-                    prob_fake=float(scores.prob_fake[j]),
-                    label=scores.labels[j],
-                    threshold=threshold,
-                    model_version=model.version,
-                    features=base64.b64encode(vectors[j].tobytes()).decode("ascii"),
-                )
-        return [results[i] for i in range(len(items))]
+        return score_items(self.models.current, items)
 
     # ------------------------------------------------------------------ public routes
 
@@ -291,7 +278,7 @@ class DeepfakeDetector:
                 SETTINGS.max_comment_chars,
             )
         except (InvalidFeedbackError, NotFoundError) as err:
-            raise _client_error(err) from err
+            raise client_error(err) from err
         return FeedbackOut(feedback_id=feedback_id)
 
     @admin_app.get("/model", response_model=ModelOut)
@@ -317,26 +304,30 @@ class DeepfakeDetector:
     # ------------------------------------------------------------------ helpers
 
     def _prepare(self, path: Path, model: LoadedModel) -> tuple[torch.Tensor, dict]:
-        """Read, decode, archive and preprocess an upload; 4xx errors for bad input."""
+        """Read, decode and crop an upload, queue it for the archive; 4xx for bad input.
+
+        Returns:
+            The uint8 evaluation crop and the record's image fields.
+        """
         data = path.read_bytes()  # BentoML's own temporary file: a failure here is ours (500)
         try:
             decoded = decode_image(data, self.limits)
         except InvalidImageError as err:
-            raise _client_error(err) from err
+            raise client_error(err) from err
         sha = hashlib.sha256(data).hexdigest()
-        self.archive.put(sha, decoded.image)
-        tensor = preprocess([decoded.image], model.net.crop_size)[0]
+        self.recorder.archive(sha, decoded.image)
+        pixels = crop([decoded.image], model.net.crop_size)[0]
         meta = {
             "sha256": sha,
             "width": decoded.width,
             "height": decoded.height,
             "format": decoded.format,
         }
-        return tensor, meta
+        return pixels, meta
 
     def _client_key(self, ctx: bentoml.Context) -> str | None:
         """The requesting client's pseudonymous key (never its address)."""
-        return self.client_keys.key(_client_host(ctx))
+        return self.client_keys.key(client_host(ctx))
 
     def _record(
         self,
@@ -345,8 +336,12 @@ class DeepfakeDetector:
         result: ScoreResult,
         vector: np.ndarray,
         client_key: str | None,
-    ) -> str:
-        """Commit the prediction record and queue its feature row; return the prediction id."""
+    ) -> Future[str]:
+        """Queue the prediction record and its feature row; the future resolves to its id.
+
+        It resolves once the record is committed (:class:`deepfakenet.recording.Recorder`), so
+        an id a client is given can be used for feedback at once.
+        """
         record = PredictionRecord(
             id=new_id(),
             created_at=utcnow(),
@@ -359,11 +354,7 @@ class DeepfakeDetector:
             client_key=client_key,
             **meta,
         )
-        self.store.add_predictions([record])
-        self.feature_writer.add(
-            [FeatureRow(record.id, record.model_version, record.created_at, vector)]
-        )
-        return record.id
+        return self.recorder.record(record, vector)
 
     async def _infer_one(self, item: ScoreItem) -> Any:
         """One item through the batchable ``infer`` API (so concurrent requests share a batch).
@@ -388,25 +379,25 @@ class DeepfakeDetector:
     ) -> tuple[str, ScoreResult, np.ndarray]:
         """Score through the batcher and record it: the prediction id, result, feature vector."""
         model = self.models.current
-        tensor, meta = await asyncio.to_thread(self._prepare, image, model)
-        item = ScoreItem.from_tensor(tensor)
-        result = ScoreResult.model_validate(await self._infer_one(item))
+        pixels, meta = await asyncio.to_thread(self._prepare, image, model)
+        result = ScoreResult.model_validate(await self._infer_one(ScoreItem.from_crop(pixels)))
         vector = np.frombuffer(base64.b64decode(result.features), dtype=np.float32)
-        pred_id = await asyncio.to_thread(self._record, endpoint, meta, result, vector, client_key)
+        committed = self._record(endpoint, meta, result, vector, client_key)
+        pred_id = await asyncio.wrap_future(committed)
         return pred_id, result, vector
 
     def _explain(self, image: Path, target: str, client_key: str | None) -> ExplanationOut:
         model = self.models.current
-        tensor, meta = self._prepare(image, model)
-        batch = tensor[None]
+        pixels, meta = self._prepare(image, model)
+        batch = normalize(pixels[None])
+        # Scored by the serving backend, as /predict scores it; only the CAM needs torch.
+        logits, vectors = model.backend.run(batch.numpy())
+        scores = scores_from_outputs(model.net, torch.from_numpy(logits), torch.from_numpy(vectors))
+        wanted = LABELS.index(scores.labels[0] if target == "predicted" else target)
         with model.explain_lock:
-            scores = score_batch(model.explain_net, batch)
-            wanted = None if target == "predicted" else LABELS.index(target)
-            if wanted is None:
-                wanted = LABELS.index(scores.labels[0])
             cam = grad_cam(model.explain_net, batch, SETTINGS.explain_layer, target=wanted)
-        pixels = denormalize(batch)[0].permute(1, 2, 0).numpy()
-        heat = overlay(pixels, cam.upsampled[0].numpy())
+        pixels_01 = denormalize(batch)[0].permute(1, 2, 0).numpy()
+        heat = overlay(pixels_01, cam.upsampled[0].numpy())
         result = ScoreResult(
             prob_fake=float(scores.prob_fake[0]),
             label=scores.labels[0],
@@ -414,7 +405,9 @@ class DeepfakeDetector:
             model_version=model.version,
             features="",
         )
-        pred_id = self._record("explain", meta, result, scores.features[0].numpy(), client_key)
+        pred_id = self._record(
+            "explain", meta, result, scores.features[0].numpy(), client_key
+        ).result(timeout=RECORD_TIMEOUT_S)
         return ExplanationOut(
             prediction_id=pred_id,
             label=result.label,  # type: ignore[arg-type]

@@ -238,14 +238,18 @@ def test_error_reason_falls_back_to_the_status_phrase():
 
 
 def test_score_items_are_fully_validated_base64_included():
-    tensor = np.zeros((3, 8, 8), dtype=np.float32)
-    text = base64.b64encode(tensor.tobytes()).decode()
-    good = ScoreItem.model_validate({"tensor": text, "shape": [3, 8, 8]})
-    assert good.to_tensor().shape == (3, 8, 8)
+    crop = np.arange(3 * 8 * 8, dtype=np.uint8).reshape(3, 8, 8)
+    text = base64.b64encode(crop.tobytes()).decode()
+    good = ScoreItem.model_validate({"pixels": text, "shape": [3, 8, 8]})
+    assert np.array_equal(good.to_array(), crop)
     # Right length, wrong alphabet: accepted before, so it failed the whole merged batch later.
     for bad in ("!" * len(text), text[:-4] + "AA==", "=" * len(text)):
-        with pytest.raises(ValidationError, match="tensor"):
-            ScoreItem.model_validate({"tensor": bad, "shape": [3, 8, 8]})
+        with pytest.raises(ValidationError, match="pixels"):
+            ScoreItem.model_validate({"pixels": bad, "shape": [3, 8, 8]})
+    # A float32 tensor (the old, four times larger payload) is the wrong length for uint8.
+    floats = base64.b64encode(crop.astype(np.float32).tobytes()).decode()
+    with pytest.raises(ValidationError, match="3 x height x width bytes"):
+        ScoreItem.model_validate({"pixels": floats, "shape": [3, 8, 8]})
 
 
 def test_the_document_has_one_error_schema_required_bodies_and_no_internal_route():

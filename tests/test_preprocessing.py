@@ -69,3 +69,42 @@ def test_random_downscale_never_goes_below_the_crop():
 def test_preprocess_batches_for_serving():
     batch = preprocess([_image(70, 90), _image(20, 20, seed=1)], crop_size=32)
     assert batch.shape == (2, 3, 32, 32)
+
+
+def test_the_served_crop_then_normalize_is_exactly_the_one_preprocessing():
+    # The service ships uint8 crops to its batch scorer and normalises there: the two halves
+    # must give bit for bit what training and evaluation get from the one transform, and the
+    # PIL-level centre crop (a large upload is not turned into a tensor whole) must take exactly
+    # torchvision's box, odd margins included.
+    from torchvision.transforms import v2
+
+    from deepfakenet.preprocessing import (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        EnsureMinSize,
+        build_transform,
+        crop,
+        normalize,
+    )
+
+    rng = np.random.default_rng(3)
+    sides = ((40, 90), (64, 64), (20, 30), (49, 97), (48, 51), (300, 47))
+    images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in sides]
+    reference = v2.Compose(
+        [
+            v2.ToImage(),
+            EnsureMinSize(48),
+            v2.CenterCrop(48),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+    expected = torch.stack([reference(image) for image in images])
+    pixels = crop(images, 48)
+    assert pixels.dtype == torch.uint8 and pixels.shape == (len(sides), 3, 48, 48)
+    assert torch.equal(normalize(pixels), expected)
+    assert torch.equal(preprocess(images, 48), expected)
+    transform = build_transform(48, train=False)
+    assert torch.equal(torch.stack([transform(image) for image in images]), expected)
+    tensor = v2.functional.pil_to_tensor(images[0])  # tensors take the same path
+    assert torch.equal(transform(tensor), expected[0])

@@ -92,8 +92,8 @@ README_COMMANDS: dict[str, tuple[str, ...] | str] = {
     "make generalisation ARGS=--quick": (
         "tests/test_protocol.py::test_generalisation_benchmark_quick_runs_end_to_end",  # (script)
     ),
-    "make bento-build": "not run: `bentoml build` locks the bentofile's packages against the "
-    "package index and pip-installs uv into the venv when it is missing",
+    "make bento-build": ("tests/test_bento_build.py::test_the_imported_bento_serves_a_prediction",),
+    "bentoml containerize deepfakenet-service:latest": "not run: needs a container engine",
     # data
     "rm -rf data && cp -r /path/to/your/tree data": "not run: a placeholder path",
     ".venv/bin/dvc add data && git add data.dvc": (

@@ -47,6 +47,19 @@ def test_check_swaps_when_the_alias_moves(two_versions):
     # The explain copy is a separate module with the same weights.
     assert holder.current.explain_net is not holder.current.net
     torch.testing.assert_close(holder.current.explain_net(x), holder.current.net(x))
+    # Versions registered without ONNX artifacts are served by torch, and /model says why.
+    assert holder.current.backend_info["backend"] == "torch"
+    assert "no ONNX artifacts" in holder.current.backend_info["note"]
+
+    # Each swap downloads the version; the replaced download is deleted, one copy stays.
+    second = watcher._downloaded
+    assert second is not None and second.is_dir()
+    registry.set_alias(client, "deepfakenet", registry.CHAMPION, 1)
+    assert watcher.check() is True and holder.current.version == "1"
+    third = watcher._downloaded
+    assert not second.exists() and third is not None and third.is_dir()
+    watcher.stop()  # at shutdown the served model is in memory: its download goes too
+    assert not third.exists()
 
 
 def test_missing_alias_keeps_the_current_model(two_versions):

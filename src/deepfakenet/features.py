@@ -10,7 +10,8 @@ Writing one file per request would leave millions of tiny files, so the service 
 :class:`FeatureWriter` and writes one file per flush (every N rows or T seconds, and at
 shutdown). Files are written under a temporary name and renamed, so readers never see a partial
 file. The durability window is the flush interval: a hard crash loses at most those rows, while
-the prediction records themselves are committed to the SQL store synchronously.
+the prediction records themselves are committed to the SQL store before a client gets its id
+(:mod:`deepfakenet.recording`, which hands the rows over once their records are committed).
 """
 
 from __future__ import annotations
@@ -142,8 +143,8 @@ def _with_date(schema: pa.Schema) -> pa.Schema:
 class FeatureWriter:
     """Buffers feature rows and writes them in batches (by row count or age, and on close).
 
-    Thread-safe: request handlers call :meth:`add` concurrently; a daemon thread flushes rows
-    older than ``flush_seconds``.
+    Thread-safe: :meth:`add` may be called from several threads (the service's record writer,
+    jobs); a daemon thread flushes rows older than ``flush_seconds``.
 
     Args:
         root: The feature store root.

@@ -33,13 +33,29 @@ class Scores:
 
 
 @torch.inference_mode()
+def scores_from_outputs(net: DeepfakeNet, logits: torch.Tensor, features: torch.Tensor) -> Scores:
+    """THE calibration path: raw logits (from any backend) -> calibrated scores and decisions.
+
+    Eager torch, ONNX fp32 and ONNX int8 (:mod:`deepfakenet.backends`) only produce logits and
+    features; the temperature, offset and threshold stored in ``net`` are applied here, once, so
+    a faster backend can change the arithmetic but never how a logit is read.
+
+    Args:
+        net: The network whose calibration buffers apply (its weights are not used).
+        logits: ``N x 2`` uncalibrated logits (CPU).
+        features: ``N x 512`` penultimate-layer vectors (passed through).
+    """
+    logits = logits.float()
+    prob = net.prob_from_logits(logits)
+    labels = [LABELS[int(d)] for d in net.decide(prob)]
+    return Scores(logits=logits, prob_fake=prob, labels=labels, features=features.float())
+
+
+@torch.inference_mode()
 def score_batch(net: DeepfakeNet, batch: torch.Tensor) -> Scores:
     """Score a preprocessed batch in one forward pass (features and logits together)."""
     features = net.features(batch)
-    logits = net.backbone.fc(features)
-    prob = net.prob_from_logits(logits)
-    labels = [LABELS[int(d)] for d in net.decide(prob)]
-    return Scores(logits=logits, prob_fake=prob, labels=labels, features=features)
+    return scores_from_outputs(net, net.backbone.fc(features), features)
 
 
 @torch.inference_mode()

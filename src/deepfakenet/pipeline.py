@@ -321,7 +321,10 @@ def _train_logged(
             plt.close(fig)
         if cfg.get("register", True):
             version = registry.log_and_register(
-                model.net, cfg.registry.model_name, tags={**lineage, "run_id": mlflow_logger.run_id}
+                model.net,
+                cfg.registry.model_name,
+                tags={**lineage, "run_id": mlflow_logger.run_id},
+                extra_files=_export_artifacts(cfg, model.net, datamodule),
             )
             registry.promote_if_no_champion(client, cfg.registry.model_name, version.version)
             objects["model_version"] = version
@@ -341,6 +344,38 @@ def _train_logged(
             },
         )
     return metrics, objects
+
+
+#: Run tag saying whether the ONNX artifacts were built ("ok", "failed", "disabled").
+EXPORT_TAG = "deepfakenet.export"
+
+
+def _export_artifacts(
+    cfg: DictConfig, net: DeepfakeNet, datamodule: DeepfakeDataModule
+) -> list[Path]:
+    """ONNX fp32, int8 and ``parity.json`` for registration (``cfg.export``); [] when off or failed.
+
+    Called inside the training run: parity figures are logged as run metrics too. A failing
+    export never loses the trained model: the error is logged and tagged, the version is
+    registered without artifacts, and the service serves it with torch and says so.
+    """
+    export_cfg = cfg.get("export")
+    if export_cfg is None or not export_cfg.get("enabled", True):
+        mlflow.set_tag(EXPORT_TAG, "disabled")
+        return []
+    from deepfakenet.export import build_artifacts
+
+    out_dir = Path(cfg.paths.output_dir) / "export"
+    try:
+        report = build_artifacts(net, datamodule, out_dir, export_cfg)
+    except Exception as err:
+        log.exception("ONNX export failed; registering the model without ONNX artifacts")
+        mlflow.set_tag(EXPORT_TAG, "failed")
+        mlflow.set_tag(f"{EXPORT_TAG}.error", f"{type(err).__name__}: {err}"[:5000])
+        return []
+    mlflow.set_tag(EXPORT_TAG, "ok")
+    mlflow.log_metrics(report.metrics())
+    return report.files
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

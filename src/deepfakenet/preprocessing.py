@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from PIL import Image
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
@@ -117,8 +118,9 @@ def build_transform(
     Returns:
         A torchvision v2 transform producing a float32 ``3 x H x W`` tensor.
     """
-    steps: list[v2.Transform] = [v2.ToImage()]
+    steps: list[v2.Transform] = []
     if train:
+        steps.append(v2.ToImage())
         aug = augment or AugmentConfig()
         # What happens to an image before it reaches us (resizing, editing, re-compression) is
         # applied to the whole image, in that order, and only then cropped, as serving crops an
@@ -142,17 +144,68 @@ def build_transform(
         if aug.hflip_p > 0:
             steps.append(v2.RandomHorizontalFlip(p=aug.hflip_p))
     else:
-        steps.append(EnsureMinSize(crop_size))
-        if center_crop:
-            steps.append(v2.CenterCrop(crop_size))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        steps += _eval_crop_steps(crop_size, center_crop)
+    steps += _normalize_steps()
     return v2.Compose(steps)
 
 
+class PilCenterCrop(v2.Transform):
+    """Take the centre crop of a large-enough PIL image before it becomes a tensor.
+
+    The result is exactly :class:`v2.CenterCrop`'s (same box, same rounding), but a 12-megapixel
+    upload is no longer copied whole into a tensor only to keep 96 x 96 of it: the crop is PIL's
+    (a view, then a small copy). Images smaller than the crop, and tensors, pass through to the
+    regular steps, which upscale them first.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, *inputs: Any) -> Any:
+        """Crop a single PIL image; anything else passes through unchanged."""
+        image = inputs[0] if len(inputs) == 1 else inputs
+        if not isinstance(image, Image.Image) or min(image.size) < self.size:
+            return image
+        width, height = image.size
+        top = round((height - self.size) / 2.0)  # as v2.functional.center_crop rounds
+        left = round((width - self.size) / 2.0)
+        return image.crop((left, top, left + self.size, top + self.size))
+
+
+def _eval_crop_steps(crop_size: int, center_crop: bool = True) -> list[v2.Transform]:
+    """The geometric half of the evaluation transform: pixels in, uint8 ``3 x H x W`` out."""
+    steps: list[v2.Transform] = [PilCenterCrop(crop_size)] if center_crop else []
+    steps += [v2.ToImage(), EnsureMinSize(crop_size)]
+    if center_crop:
+        steps.append(v2.CenterCrop(crop_size))
+    return steps
+
+
+def _normalize_steps() -> list[v2.Transform]:
+    """The photometric half, shared by every path: uint8 ``[0, 255]`` to normalised float32."""
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+
+
+def crop(images: list[Image.Image], crop_size: int) -> torch.Tensor:
+    """The evaluation crops of decoded RGB images, still uint8 (``N x 3 x crop x crop``).
+
+    The first half of :func:`preprocess`, for callers that move pixels between processes: a
+    uint8 crop is a quarter of its float32 tensor, and :func:`normalize` finishes the job where
+    the batch is scored. ``normalize(crop(x, s))`` equals ``preprocess(x, s)`` exactly.
+    """
+    transform = v2.Compose(_eval_crop_steps(crop_size))
+    return torch.stack([transform(img).as_subclass(torch.Tensor) for img in images])
+
+
+def normalize(pixels: torch.Tensor) -> torch.Tensor:
+    """Normalise uint8 crops (``N x 3 x H x W`` or ``3 x H x W``) as :func:`preprocess` does."""
+    return v2.Compose(_normalize_steps())(tv_tensors.Image(pixels)).as_subclass(torch.Tensor)
+
+
 def preprocess(images: list[Image.Image], crop_size: int) -> torch.Tensor:
-    """Turn decoded RGB images into one evaluation batch (``N x 3 x crop x crop``)."""
-    transform = build_transform(crop_size, train=False)
-    return torch.stack([transform(img) for img in images])
+    """Turn decoded RGB images into one evaluation batch (``N x 3 x crop x crop``, float32)."""
+    return normalize(crop(images, crop_size))
 
 
 def denormalize(batch: torch.Tensor) -> torch.Tensor:

@@ -6,11 +6,14 @@ The detector is logged with ``mlflow.pytorch`` in the ``pickle`` format: the def
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import mlflow.artifacts
 import mlflow.pytorch
 import numpy as np
 import pandas as pd
@@ -21,6 +24,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
+from deepfakenet.backends import PARITY_FILE, parity_tags
 from deepfakenet.errors import RegistryError
 from deepfakenet.models.net import DeepfakeNet
 
@@ -77,19 +81,34 @@ def model_uri(model_name: str, ref: str | int) -> str:
 
 
 def log_and_register(
-    net: DeepfakeNet, model_name: str, tags: dict[str, str] | None = None
+    net: DeepfakeNet,
+    model_name: str,
+    tags: dict[str, str] | None = None,
+    extra_files: Sequence[str | Path] | None = None,
 ) -> ModelVersion:
     """Log ``net`` to the active run and register it as a new version of ``model_name``.
+
+    ``extra_files`` (the ONNX models and ``parity.json`` of :mod:`deepfakenet.export`) are logged
+    *inside* the MLflow model, under ``extra_files/<name>``: the version's folder then holds
+    everything a server needs, and BentoML's ``import_model`` copies it whole. When a
+    ``parity.json`` is among them, its verdicts become version tags
+    (``deepfakenet.int8_parity=pass|fail``, the deltas), so the registry UI shows them.
 
     Args:
         net: The trained (and calibrated) network.
         model_name: Registered model name.
         tags: Version tags (data version, git commit, ...).
+        extra_files: Files to store with the model (their base names must differ).
 
     Returns:
         The new model version.
     """
     net = net.cpu().eval()
+    files = [Path(f) for f in extra_files or []]
+    tags = dict(tags or {})
+    parity_file = next((f for f in files if f.name == PARITY_FILE), None)
+    if parity_file is not None:
+        tags.update(parity_tags(json.loads(parity_file.read_text())))
     example = np.zeros((1, 3, net.crop_size, net.crop_size), dtype=np.float32)
     info = mlflow.pytorch.log_model(
         net,
@@ -97,6 +116,7 @@ def log_and_register(
         serialization_format="pickle",
         input_example=example,
         registered_model_name=model_name,
+        extra_files=[str(f) for f in files] or None,
         pip_requirements=[
             f"torch=={torch.__version__.split('+')[0]}",
             f"torchvision=={torchvision.__version__.split('+')[0]}",
@@ -104,7 +124,7 @@ def log_and_register(
     )
     version = str(info.registered_model_version)
     client = MlflowClient()
-    for key, value in (tags or {}).items():
+    for key, value in tags.items():
         client.set_model_version_tag(model_name, version, key, value)
     log.info("registered %s version %s from run %s", model_name, version, info.run_id)
     return client.get_model_version(model_name, version)
@@ -252,6 +272,35 @@ def load_net(model_name: str, ref: str | int) -> tuple[DeepfakeNet, ModelVersion
     version = resolve_version(MlflowClient(), model_name, ref)
     uri = model_uri(model_name, version.version)
     return _checked(mlflow.pytorch.load_model(uri, map_location="cpu"), uri), version
+
+
+def download_model(
+    model_name: str, ref: str | int, dst_path: str | Path | None = None
+) -> tuple[Path, ModelVersion]:
+    """Download a registered version's MLflow model folder (weights and ``extra_files/``).
+
+    One download gives a server both the network (:func:`load_net_from_dir`) and its ONNX
+    artifacts (:func:`deepfakenet.backends.load_backend`), of the same version by construction.
+
+    Args:
+        model_name: Registered model name.
+        ref: An alias, a version number, or ``latest``.
+        dst_path: Folder to download into (None: a new temporary folder).
+
+    Returns:
+        ``(local model folder, version)``.
+
+    Raises:
+        RegistryError: Nothing is registered under ``ref``.
+    """
+    version = resolve_version(MlflowClient(), model_name, ref)
+    if dst_path is not None:
+        Path(dst_path).mkdir(parents=True, exist_ok=True)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=model_uri(model_name, version.version),
+        dst_path=None if dst_path is None else str(dst_path),
+    )
+    return Path(local), version
 
 
 def load_net_from_dir(path: str | Path) -> DeepfakeNet:

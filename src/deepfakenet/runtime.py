@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from deepfakenet import registry
+from deepfakenet.backends import Backend, load_backend
 from deepfakenet.models.net import DeepfakeNet
 from deepfakenet.security import redact
 from deepfakenet.store import utcnow
@@ -27,7 +31,12 @@ class LoadedModel:
     """A detector ready to serve, with what clients should know about it.
 
     Attributes:
-        net: The network used for scoring (batched, no gradients).
+        net: The network: its calibration (temperature, offset, threshold) is applied to the
+            logits of whichever backend scores, and the torch backend runs it.
+        backend: What computes the logits and features of a batch (torch, ONNX fp32 or int8;
+            :mod:`deepfakenet.backends`).
+        backend_info: Which backend was asked for, which serves, its int8 parity and why it
+            fell back, if it did (shown in ``GET /model``).
         explain_net: A private copy for Grad-CAM: Captum registers hooks on the module it
             explains, which must not fire inside a concurrent scoring batch.
         labels: ``model_name``, ``model_version``, ``run_id``, ``data_version``, ``alias``.
@@ -37,6 +46,8 @@ class LoadedModel:
     """
 
     net: DeepfakeNet
+    backend: Backend
+    backend_info: dict[str, object]
     explain_net: DeepfakeNet
     labels: dict[str, str]
     source: str
@@ -44,10 +55,37 @@ class LoadedModel:
     explain_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def wrap(cls, net: DeepfakeNet, labels: dict[str, str], source: str) -> LoadedModel:
-        """Put a freshly loaded network into service (eval mode, frozen, explain copy made)."""
+    def wrap(
+        cls,
+        net: DeepfakeNet,
+        labels: dict[str, str],
+        source: str,
+        model_dir: str | Path | None = None,
+        backend: str = "auto",
+        threads: int | None = None,
+    ) -> LoadedModel:
+        """Put a freshly loaded network into service (eval mode, frozen, explain copy made).
+
+        Args:
+            net: The registered network.
+            labels: See :attr:`labels`.
+            source: See :attr:`source`.
+            model_dir: Its MLflow model folder, where the ONNX artifacts of the version are
+                (None: torch only).
+            backend: ``auto``, ``torch``, ``onnx`` or ``onnx-int8`` (see
+                :func:`deepfakenet.backends.load_backend`).
+            threads: Intra-op threads of the backend (None: the library's default).
+        """
         net = net.eval().requires_grad_(False)
-        return cls(net=net, explain_net=copy.deepcopy(net), labels=dict(labels), source=source)
+        scorer, info = load_backend(model_dir, net, backend, threads)
+        return cls(
+            net=net,
+            backend=scorer,
+            backend_info=info,
+            explain_net=copy.deepcopy(net),
+            labels=dict(labels),
+            source=source,
+        )
 
     @property
     def version(self) -> str:
@@ -64,6 +102,7 @@ class LoadedModel:
             "threshold": float(self.net.threshold),
             "temperature": float(self.net.temperature),
             "logit_bias": float(self.net.logit_bias),
+            **self.backend_info,
         }
 
 
@@ -101,6 +140,8 @@ class ChampionWatcher:
         model_name: Registered model name.
         alias: The alias to follow.
         interval_s: Poll interval; ``0`` means only :meth:`check` on demand.
+        backend: The backend setting new versions are served with.
+        threads: Intra-op threads of that backend.
     """
 
     def __init__(
@@ -110,8 +151,12 @@ class ChampionWatcher:
         model_name: str,
         alias: str = registry.CHAMPION,
         interval_s: float = 0.0,
+        backend: str = "auto",
+        threads: int | None = None,
     ) -> None:
         self.holder = holder
+        self.backend = backend
+        self.threads = threads
         self.model_name = model_name
         self.alias = alias
         self.interval_s = interval_s
@@ -120,11 +165,15 @@ class ChampionWatcher:
         self._check_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: The folder of the version this watcher downloaded last (deleted when replaced).
+        self._downloaded: Path | None = None
         #: The error of the current streak of failed polls (None while checks succeed).
         self.last_error: str | None = None
 
     def check(self) -> bool:
         """Load and swap in the alias's version if it is not the one served; True if swapped.
+
+        Once :meth:`stop` has been called it does nothing (False).
 
         The current model keeps serving whatever goes wrong: the swap is the last step.
 
@@ -134,6 +183,8 @@ class ChampionWatcher:
                 timeout): an outage is not "no champion", and is reported as what it is.
         """
         with self._check_lock:
+            if self._stop.is_set():
+                return False
             version = registry.resolve_version(self.client, self.model_name, self.alias)
             if str(version.version) == self.holder.current.version:
                 return False
@@ -145,9 +196,21 @@ class ChampionWatcher:
                 version.version,
                 uri,
             )
-            net, _ = registry.load_net(self.model_name, version.version)
-            labels = registry.version_labels(version, alias=self.alias)
-            self.holder.swap(LoadedModel.wrap(net, labels, source=uri))
+            folder = Path(tempfile.mkdtemp(prefix="deepfakenet-model-"))
+            try:
+                model_dir, _ = registry.download_model(self.model_name, version.version, folder)
+                net = registry.load_net_from_dir(model_dir)
+                labels = registry.version_labels(version, alias=self.alias)
+                model = LoadedModel.wrap(net, labels, uri, model_dir, self.backend, self.threads)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            self.holder.swap(model)
+            # Everything of the old version is in memory (weights, ONNX Runtime sessions): its
+            # download can go, so a server promoted a hundred times keeps one copy on disk.
+            if self._downloaded is not None:
+                shutil.rmtree(self._downloaded, ignore_errors=True)
+            self._downloaded = folder
             return True
 
     def start(self) -> None:
@@ -158,10 +221,14 @@ class ChampionWatcher:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop polling."""
+        """Stop polling and delete the downloaded model folder (at shutdown)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        with self._check_lock:  # after a check still in flight, which then swaps no more
+            if self._downloaded is not None:  # the served model is in memory
+                shutil.rmtree(self._downloaded, ignore_errors=True)
+                self._downloaded = None
 
     def _run(self) -> None:
         """Poll until stopped; an outage is logged once per streak, never kills the thread.
