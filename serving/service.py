@@ -260,7 +260,13 @@ class DeepfakeDetector:
         label: Annotated[Literal["real", "fake"], Field(description="The true label.")],
         comment: Annotated[
             str | None,
-            Field(description="Free text, optional.", max_length=SETTINGS.max_comment_chars),
+            Field(
+                description="Free text, optional; no NUL characters (a text column refuses them).",
+                max_length=SETTINGS.max_comment_chars,
+                # Said in the document, so a schema-valid comment is never refused later (the
+                # store checks it too, for callers that skip this route).
+                pattern=r"^[^\x00]*$",
+            ),
         ] = None,
     ) -> FeedbackOut:
         """Confirm or correct a prediction; stored durably for the retraining loop.
