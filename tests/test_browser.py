@@ -141,6 +141,9 @@ def test_both_pages_render_in_chromium(browser, dashboards, tmp_path):
         )
         file_input.send_keys(str(upload))  # a real browser upload, through Streamlit's server
         wait.until(ec.text_to_be_present_in_element(body, "Is the verdict right?"))
+        # The images (and their captions) arrive after the form's text: on a busy 2-core
+        # machine the page was read while they were still placeholders.
+        wait.until(ec.text_to_be_present_in_element(body, "Original: "))
         detector_text = driver.find_element(*body).text
         driver.save_screenshot(str(tmp_path / "detector.png"))
 
