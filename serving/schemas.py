@@ -85,6 +85,14 @@ class ModelOut(BaseModel):
         description="The fp32 ONNX export's check against torch (None: never run)."
     )
     threads: int | None = Field(description="Intra-op threads of the backend.")
+    registry: Literal["off", "ok", "failing"] = Field(
+        default="off",
+        description="Whether the champion watcher reaches the MLflow registry: off (not "
+        "configured), ok, or failing (the model served stays until it answers again).",
+    )
+    registry_failing_since: str | None = Field(
+        default=None, description="When the registry stopped answering (ISO 8601, UTC)."
+    )
 
 
 class ScoreItem(BaseModel):

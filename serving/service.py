@@ -89,6 +89,13 @@ SETTINGS = ServiceSettings()
 # the client keys are made of. Trust no proxy unless the operator lists them (read by
 # uvicorn.Config, which BentoML's worker builds after importing this module).
 os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
+# MLflow's REST client retries a failed call 7 times with exponential backoff (about 4 minutes
+# while a tracking server is down) and waits up to 120 s for each answer: the start-up check, a
+# champion poll and /admin/reload would hang that long. The watcher polls again anyway, so a call
+# fails fast here: no retry (each one also logs a urllib3 warning, every poll), 10 s per attempt.
+# An operator's own MLFLOW_HTTP_REQUEST_* values win. MLflow reads them at each call.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 #: Tries of the internal batched call before a request fails (see ``_infer_one``).
 INFER_ATTEMPTS = 3
 #: Longest wait of /explain's thread for its record's commit (the traffic timeout is 120 s).
@@ -163,14 +170,9 @@ class DeepfakeDetector:
                 backend=SETTINGS.backend,
                 threads=threads,
             )
-            try:  # the BentoML store may hold an older model than the registry's champion
-                self.watcher.check()
-            except (RegistryError, MlflowException) as err:
-                log.warning(
-                    "serving %s; the registry's champion is unavailable: %s",
-                    self.bento_model.tag,
-                    err,
-                )
+            # The BentoML store may hold an older model than the registry's champion; a registry
+            # that does not answer is logged and reported at /model, and the imported model serves.
+            self.watcher.poll()
             self.watcher.start()
         log.info(
             "serving %s on %s; store %s",
@@ -289,8 +291,13 @@ class DeepfakeDetector:
 
     @admin_app.get("/model", response_model=ModelOut)
     def model_info(self) -> ModelOut:
-        """The model being served: registry version, alias, run, data version, input size."""
-        return ModelOut(**self.models.current.info())  # type: ignore[arg-type]
+        """The model being served: registry version, alias, run, data version, input size.
+
+        ``registry`` says whether the champion watcher reaches the registry: ``off`` (no
+        DEEPFAKENET_MLFLOW_TRACKING_URI), ``ok``, or ``failing`` since ``registry_failing_since``
+        (the model served stays; the service log has the error).
+        """
+        return self._model_out()
 
     @admin_app.post("/admin/reload", response_model=ModelOut)
     def reload_model(self, authorization: Annotated[str | None, Header()] = None) -> ModelOut:
@@ -305,9 +312,20 @@ class DeepfakeDetector:
             self.watcher.check()
         except (RegistryError, MlflowException) as err:
             raise HTTPException(409, str(err)) from err
-        return ModelOut(**self.models.current.info())  # type: ignore[arg-type]
+        return self._model_out()
 
     # ------------------------------------------------------------------ helpers
+
+    def _model_out(self) -> ModelOut:
+        """``GET /model``: the current model and whether the registry answers the watcher."""
+        watcher = self.watcher
+        failing_since = None if watcher is None else watcher.failing_since
+        registry_state = "off" if watcher is None else "ok" if failing_since is None else "failing"
+        return ModelOut(
+            **self.models.current.info(),  # type: ignore[arg-type]
+            registry=registry_state,
+            registry_failing_since=failing_since and failing_since.isoformat(),
+        )
 
     def _prepare(self, path: Path, model: LoadedModel) -> tuple[torch.Tensor, dict]:
         """Read, decode and crop an upload, queue it for the archive; 4xx for bad input.

@@ -429,3 +429,119 @@ def competent_project(tmp_path_factory: pytest.TempPathFactory) -> CompetentProj
     registered = TrainedRegistry(root, cfg.registry.tracking_uri, objects["run_id"], 32)
     import_to_bentoml(registered, root / "bentoml")
     return CompetentProject(root, cfg.registry.tracking_uri, root / "bentoml", objects["run_id"])
+
+
+# --------------------------------------------------------------------------- tracking server
+
+
+@dataclass
+class MlflowServer:
+    """A real ``mlflow server`` on a loopback port: a SQL backend store, proxied artifacts.
+
+    ``start`` again after ``stop`` is a restart on the same port and database (a recovery).
+    Used by the tests and ``benchmarks/registry_outage.py``; it raises (no ``pytest.fail``).
+
+    Attributes:
+        backend_store_uri: SQLAlchemy URL of runs and registry (PostgreSQL, or sqlite).
+        artifacts_dir: ``--artifacts-destination``: where the server keeps what clients upload
+            to ``mlflow-artifacts:/`` (an experiment the server creates gets such a root).
+        log_file: The server's output (appended across restarts).
+        port: Loopback port.
+    """
+
+    backend_store_uri: str
+    artifacts_dir: Path
+    log_file: Path
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.port = self.port or free_port()
+
+    @property
+    def url(self) -> str:
+        """The tracking URI clients use."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 180) -> float:
+        """Start the server and wait until ``GET /health`` answers; the seconds it took."""
+        env = clean_env(
+            MLFLOW_DISABLE_TELEMETRY="true",
+            # Otherwise MLflow 3.17 starts a job runner and seven huey consumer processes (and
+            # leaves a folder in /dev/shm behind): nothing here runs server-side jobs.
+            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+        )
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            self.backend_store_uri,
+            "--artifacts-destination",
+            str(self.artifacts_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
+        started = time.monotonic()
+        with self.log_file.open("ab") as log_handle:
+            self.process = subprocess.Popen(
+                command,
+                cwd=self.artifacts_dir.parent,
+                env=env,
+                stdout=log_handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: uvicorn runs as a child
+            )
+        while time.monotonic() - started < timeout_s:
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                raise RuntimeError(f"mlflow server exited {code}:\n{self.tail()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return time.monotonic() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"mlflow server not ready in {timeout_s} s:\n{self.tail()}")
+
+    def stop(self) -> float:
+        """SIGTERM the server's process group (SIGKILL after 30 s); the seconds it took."""
+        started = time.monotonic()
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=30)
+            except ProcessLookupError:
+                pass
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+            # The group's other members (uvicorn) may outlive the CLI process by a moment.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(self.process.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+            self.process = None
+        return time.monotonic() - started
+
+    def tail(self, chars: int = 4000) -> str:
+        """The end of the server's log."""
+        return self.log_file.read_text(errors="replace")[-chars:]
+
+
+@pytest.fixture
+def mlflow_server(pg_database: str, tmp_path: Path) -> Iterator[MlflowServer]:
+    """A running tracking server on a fresh PostgreSQL database, artifacts under tmp_path."""
+    server = MlflowServer(pg_database, tmp_path / "server-artifacts", tmp_path / "mlflow.log")
+    server.start()
+    yield server
+    server.stop()

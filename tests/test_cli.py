@@ -209,6 +209,14 @@ def test_bad_train_overrides_are_refused(tmp_path):
     assert_refused(result, "retrain", 2, "train_overrides")
 
 
+def test_a_distributed_challenger_is_refused(tmp_path):
+    """DDP would start the whole retraining job again in each extra process: refused first."""
+    _one_label(tmp_path)
+    result = _retrain(tmp_path, 'train_overrides=["trainer=ddp"]')
+    assert_refused(result, "retrain", 2, "in one process")
+    assert not (tmp_path / "mlflow.db").exists(), "refused before the registry is touched"
+
+
 def test_a_hydra_multirun_sweeps_every_value(tmp_path):
     # `train.py -m seed=0,1,2` once died resolving the sweep folder (paths.log_dir needs the
     # runtime cwd, which a sweep does not have yet); the same sweep, on the cheapest job.

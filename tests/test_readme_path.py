@@ -119,6 +119,20 @@ README_COMMANDS: dict[str, tuple[str, ...] | str] = {
     "python training/evaluate.py robustness=true model_ref=champion": (
         "tests/test_train.py::test_train_registers_logs_and_evaluates",  # the job, robustness on
     ),
+    # scaling out
+    "python training/train.py experiment=demo trainer=ddp trainer.devices=2": (
+        "tests/test_ddp.py::test_ddp_on_two_cpu_processes_trains_like_one",  # the tiny recipe
+    ),
+    "torchrun --nnodes 2 --nproc-per-node 4 --node-rank 0 --master-addr trainer-0 "
+    "training/train.py trainer=ddp trainer.devices=4 trainer.num_nodes=2": "not run: needs "
+    "several machines (tests/test_ddp.py runs the same code on one, with two processes)",
+    "mlflow server --backend-store-uri postgresql+psycopg://mlflow@db.internal/mlflow "
+    "--artifacts-destination s3://bucket/mlartifacts --host 0.0.0.0 --port 5000 "
+    "--allowed-hosts mlflow.internal:5000 --workers 2": (
+        # the same server on a loopback port, PostgreSQL behind it, a local artifacts folder
+        "tests/test_mlflow_server.py::"
+        "test_a_service_follows_the_champion_through_a_tracking_server_and_rides_out_its_outage",
+    ),
     # serving
     "bentoml serve serving.service:DeepfakeDetector": (PATH_TEST, "tests/conftest.py::service"),
     "bentoml serve": (PATH_TEST, "tests/conftest.py::service"),

@@ -271,7 +271,20 @@ def _train_logged(
     counts: dict[str, dict[str, int]],
     notes: list[str],
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """:func:`train` once its MLflow run exists: fit, calibrate, test, log, register."""
+    """:func:`train` once its MLflow run exists: fit, calibrate, test, log, register.
+
+    Under DDP every rank runs this function (Lightning's launcher starts the script once per
+    process), but only ``fit`` is distributed. Rank 0 alone logs the run's context before it,
+    and after it rank 0 alone calibrates, tests, exports and registers, on the whole splits:
+    one MLflow run, one calibration, one registered version, whatever the number of processes.
+    """
+    if not trainer.is_global_zero:
+        # The others train their share of each batch and stop there (their logger is Lightning's
+        # rank-zero dummy, so nothing of theirs reaches MLflow).
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        _end_distributed()
+        log.info("rank %d: fit done; rank 0 calibrates, tests and registers", trainer.global_rank)
+        return {k: float(v) for k, v in trainer.callback_metrics.items()}, {"cfg": cfg}
     lineage = _log_run_context(mlflow_logger, cfg, datamodule, model)
     mlflow_logger.experiment.set_tag(
         mlflow_logger.run_id, SMALL_SPLIT_TAG, str(bool(notes)).lower()
@@ -290,6 +303,7 @@ def _train_logged(
     )
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    _end_distributed()
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best:
@@ -301,14 +315,16 @@ def _train_logged(
     # No ckpt_path here: reloading the checkpoint would undo the calibration just stored in the
     # net's buffers, and the test metrics must be those of the model that gets registered.
     log.info("testing the calibrated model")
-    trainer.test(model=model, datamodule=datamodule)
-    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    tester = _single_process_trainer(cfg, trainer)
+    tester.test(model=model, datamodule=datamodule)
+    metrics.update({k: float(v) for k, v in tester.callback_metrics.items()})
 
     objects: dict[str, Any] = {
         "cfg": cfg,
         "datamodule": datamodule,
         "model": model,
         "trainer": trainer,
+        "tester": tester,
         "logger": mlflow_logger,
         "run_id": mlflow_logger.run_id,
     }
@@ -344,6 +360,38 @@ def _train_logged(
             },
         )
     return metrics, objects
+
+
+def _end_distributed() -> None:
+    """Dissolve the process group once ``fit`` is done (on every rank; a no-op without one).
+
+    Lightning leaves it up until the process exits. Rank 0 goes on alone, and a torchmetrics
+    metric computed while a group exists would wait for ranks that have gone.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def _single_process_trainer(cfg: DictConfig, trainer: L.Trainer) -> L.Trainer:
+    """The trainer that tests: ``trainer`` itself, or one process of the same recipe after DDP.
+
+    Lightning's advice for distributed runs: a ``DistributedSampler`` pads the test split to a
+    multiple of the world size by repeating images, so a distributed test scores some twice. One
+    process on the same accelerator and precision scores each test image exactly once, into the
+    same MLflow run.
+    """
+    if trainer.world_size == 1:
+        return trainer
+    return hydra.utils.instantiate(
+        cfg.trainer,
+        strategy="auto",
+        devices=1,
+        num_nodes=1,
+        sync_batchnorm=False,
+        use_distributed_sampler=False,
+        callbacks=[],
+        logger=trainer.loggers,
+    )
 
 
 #: Run tag saying whether the ONNX artifacts were built ("ok", "failed", "disabled").

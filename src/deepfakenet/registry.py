@@ -11,6 +11,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import mlflow
 import mlflow.artifacts
@@ -27,6 +29,9 @@ from omegaconf import DictConfig, OmegaConf
 from deepfakenet.backends import PARITY_FILE, parity_tags
 from deepfakenet.errors import RegistryError
 from deepfakenet.models.net import DeepfakeNet
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import MLFlowLogger
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +64,48 @@ def registry_config(cfg: DictConfig) -> RegistryConfig:
     return RegistryConfig(**OmegaConf.to_container(cfg.registry, resolve=True))
 
 
+#: Tracking URI schemes of a remote tracking server, which decides where artifacts go.
+REMOTE_SCHEMES = frozenset({"http", "https", "databricks", "databricks-uc"})
+
+
+def artifact_location_for(tracking_uri: str | None, artifact_location: str | None) -> str | None:
+    """The artifact root to create an experiment with: None when a tracking server decides.
+
+    A local store (sqlite, PostgreSQL URL) needs an explicit root, or MLflow writes under the
+    working directory. A tracking server (``http(s)://``) must choose its own: there, None gives
+    ``mlflow-artifacts:/<id>``, proxied to the server's ``--artifacts-destination``, while a path
+    is stored as given (measured with MLflow 3.17: a trainer's local folder is accepted) and
+    every other machine would then look for the artifacts in a folder it does not have.
+    """
+    scheme = urlparse(tracking_uri or "").scheme.lower()
+    return None if scheme in REMOTE_SCHEMES else artifact_location
+
+
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
-    """The id of the experiment ``name``, created (with ``artifact_location``) if missing."""
+    """The id of the experiment ``name``, created (with ``artifact_location``) if missing.
+
+    Against a tracking server the server decides the artifact root (:func:`artifact_location_for`).
+    """
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return str(experiment.experiment_id)
-    return str(client.create_experiment(name, artifact_location=artifact_location))
+    location = artifact_location_for(client.tracking_uri, artifact_location)
+    return str(client.create_experiment(name, artifact_location=location))
+
+
+def mlflow_logger(**kwargs: Any) -> MLFlowLogger:
+    """Lightning's ``MLFlowLogger`` with :func:`artifact_location_for` applied.
+
+    ``conf/logger/mlflow.yaml`` instantiates this in place of the class: the logger creates the
+    training experiment when it does not exist yet, with the artifact root it was given, which
+    a tracking server (``tracking_uri`` http(s)://) must choose itself.
+    """
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    kwargs["artifact_location"] = artifact_location_for(
+        kwargs.get("tracking_uri"), kwargs.get("artifact_location")
+    )
+    return MLFlowLogger(**kwargs)
 
 
 def use(config: RegistryConfig) -> MlflowClient:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import shutil
 import tempfile
 import threading
@@ -24,6 +25,9 @@ from deepfakenet.security import redact
 from deepfakenet.store import utcnow
 
 log = logging.getLogger(__name__)
+
+#: An object's address in its repr (`` at 0x7f3a...``).
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,8 @@ class ChampionWatcher:
         self._downloaded: Path | None = None
         #: The error of the current streak of failed polls (None while checks succeed).
         self.last_error: str | None = None
+        #: When the current streak of failed polls began (None while checks succeed).
+        self.failing_since: datetime | None = None
 
     def check(self) -> bool:
         """Load and swap in the alias's version if it is not the one served; True if swapped.
@@ -230,32 +236,45 @@ class ChampionWatcher:
                 shutil.rmtree(self._downloaded, ignore_errors=True)
                 self._downloaded = None
 
-    def _run(self) -> None:
-        """Poll until stopped; an outage is logged once per streak, never kills the thread.
+    def poll(self) -> bool:
+        """One :meth:`check` that never raises; True if it swapped.
 
         A registry that is down for an hour must not write a traceback every poll interval:
         the first failure of a streak is logged with its traceback, later ones only when the
         error changes, and the recovery is logged too. :attr:`last_error` holds the current
-        streak's error (None while the registry answers), passwords redacted.
+        streak's error (None while the registry answers), passwords redacted, and
+        :attr:`failing_since` when the streak began. The current model keeps serving.
         """
+        try:
+            swapped = self.check()
+        except Exception as err:  # a registry outage must not kill the server; retry next tick
+            # Object addresses ("<HTTPConnection object at 0x7f...>" in a refused connection's
+            # message) differ at every poll: without them, one outage is one message.
+            message = _ADDRESS.sub("", redact(f"{type(err).__name__}: {err}", self.tracking_uri))
+            if self.last_error is None:
+                log.exception(
+                    "checking %s@%s failed; still serving version %s",
+                    self.model_name,
+                    self.alias,
+                    self.holder.current.version,
+                )
+                self.failing_since = utcnow()
+            elif message != self.last_error:
+                log.warning("checking %s@%s still fails: %s", self.model_name, self.alias, message)
+            self.last_error = message
+            return False
+        if self.last_error is not None:  # as loud as the failure: its reader sees the end
+            log.warning(
+                "the registry answers again for %s@%s (failing since %s)",
+                self.model_name,
+                self.alias,
+                self.failing_since.isoformat() if self.failing_since else "?",
+            )
+        self.last_error = None
+        self.failing_since = None
+        return swapped
+
+    def _run(self) -> None:
+        """Poll (:meth:`poll`) every ``interval_s`` until stopped."""
         while not self._stop.wait(self.interval_s):
-            try:
-                self.check()
-            except Exception as err:  # a registry outage must not kill the server; retry next tick
-                message = redact(f"{type(err).__name__}: {err}", self.tracking_uri)
-                if self.last_error is None:
-                    log.exception(
-                        "checking %s@%s failed; still serving version %s",
-                        self.model_name,
-                        self.alias,
-                        self.holder.current.version,
-                    )
-                elif message != self.last_error:
-                    log.warning(
-                        "checking %s@%s still fails: %s", self.model_name, self.alias, message
-                    )
-                self.last_error = message
-            else:
-                if self.last_error is not None:
-                    log.info("the registry answers again for %s@%s", self.model_name, self.alias)
-                self.last_error = None
+            self.poll()

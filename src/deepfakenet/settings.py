@@ -40,7 +40,13 @@ class ServiceSettings(BaseSettings):
         explain_layer: Module of the ResNet whose activations Grad-CAM explains.
         feature_flush_rows: Buffered feature rows that trigger a Parquet write.
         feature_flush_seconds: Longest time a feature row waits in the buffer.
-        mlflow_tracking_uri: Registry the service polls for a new champion (None: no polling).
+        mlflow_tracking_uri: Registry the service polls for a new champion (None: no polling):
+            a database URL or a tracking server (``http://mlflow.internal:5000``). The service
+            makes MLflow's REST calls fail fast unless ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` /
+            ``MLFLOW_HTTP_REQUEST_TIMEOUT`` are set (0 retries, 10 s; MLflow's own defaults,
+            7 retries with backoff, hold one call for about 4 minutes while the server is down):
+            a poll during an outage fails at once, the model served stays, ``GET /model`` says
+            ``registry: failing``, and the next poll after the server returns follows the alias.
         registry_poll_seconds: Poll interval for the champion alias (with a tracking URI); 0
             turns polling off (then only ``/admin/reload`` and restarts pick a new champion).
         admin_token: Bearer token for the admin endpoints (reload); None disables them.

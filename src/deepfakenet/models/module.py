@@ -65,8 +65,10 @@ class DetectorModule(L.LightningModule):
         logits = self(x)
         loss = self.criterion(logits, y)
         acc = (logits.argmax(dim=1) == y).float().mean()
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", acc, on_step=False, on_epoch=True)
+        # sync_dist: under DDP the epoch's value is the mean over every rank's batches (a no-op
+        # in one process).
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("train/acc", acc, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
@@ -76,7 +78,14 @@ class DetectorModule(L.LightningModule):
         prob = self.net.prob_from_logits(logits)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(prob, y, float(self.net.threshold))
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=stage == "val",
+            sync_dist=True,
+        )
         return logits
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
