@@ -213,6 +213,9 @@ def clean_env(**extra: str) -> dict[str, str]:
     )
     for var in MLFLOW_URI_VARS:
         env.pop(var, None)
+    # The service chooses its own MLflow REST retry policy unless the operator sets one.
+    for var in [v for v in env if v.startswith("MLFLOW_HTTP_REQUEST_")]:
+        env.pop(var)
     env.update(extra)
     return env
 
@@ -530,6 +533,9 @@ class MlflowServer:
                 except ProcessLookupError:
                     break
                 time.sleep(0.1)
+            else:  # a stray worker would hold the port the restart needs
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
             self.process = None
         return time.monotonic() - started
 

@@ -214,6 +214,7 @@ def test_a_distributed_challenger_is_refused(tmp_path):
     _one_label(tmp_path)
     result = _retrain(tmp_path, 'train_overrides=["trainer=ddp"]')
     assert_refused(result, "retrain", 2, "in one process")
+    assert "trainer.devices=1" in result.stderr
     assert not (tmp_path / "mlflow.db").exists(), "refused before the registry is touched"
 
 

@@ -131,3 +131,59 @@ def test_unknown_keys_of_groups_and_nested_nodes_are_refused(name, override, key
     with pytest.raises(ConfigError, match=f"unknown key '{key}'"):
         config.validate(compose_config(name, paths), schema, name)
     GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize(
+    ("trainer", "processes"),
+    [
+        ({"devices": 1}, 1),
+        ({"devices": 2}, 2),
+        ({"devices": [0]}, 1),  # one GPU picked by its id
+        ({"devices": "0,"}, 1),
+        ({"devices": "0,1"}, 2),
+        ({"devices": "2"}, 2),
+        ({"devices": -1}, None),  # every device of the host
+        ({"devices": "auto", "accelerator": "cpu"}, 1),
+        ({"devices": "auto", "accelerator": "gpu"}, None),
+        ({"devices": 4, "num_nodes": 2}, 8),
+        ({"devices": 1, "strategy": "ddp"}, 1),
+    ],
+)
+def test_the_processes_a_trainer_starts(trainer, processes):
+    from omegaconf import OmegaConf
+
+    from deepfakenet.errors import ConfigError
+    from deepfakenet.pipeline import require_one_process, trainer_processes
+
+    assert trainer_processes(OmegaConf.create(trainer)) == processes
+    cfg = OmegaConf.create({"trainer": trainer})
+    if processes == 1:
+        require_one_process(cfg, "a loop of trainings")
+    else:
+        with pytest.raises(ConfigError, match="a loop of trainings trains inside the job"):
+            require_one_process(cfg, "a loop of trainings")
+
+
+def test_the_shipped_ddp_preset_is_two_processes_and_the_others_one(tmp_path):
+    from deepfakenet.pipeline import trainer_processes
+
+    for preset, processes in (("ddp", 2), ("cpu", 1), ("fast", 1), ("gpu", 1)):
+        cfg = compose_config("train.yaml", [f"trainer={preset}", f"paths.root_dir={tmp_path}"])
+        assert trainer_processes(cfg.trainer) == processes, preset
+    GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize(
+    ("uri", "server_decides"),
+    [
+        ("http://mlflow.internal:5000", True),
+        ("https://mlflow.example.com", True),
+        ("sqlite:////srv/deepfakenet/mlflow.db", False),
+        ("postgresql+psycopg://mlflow@db/mlflow", False),
+    ],
+)
+def test_a_tracking_server_chooses_the_artifact_root(uri, server_decides):
+    from deepfakenet.registry import artifact_location_for
+
+    expected = None if server_decides else "/srv/deepfakenet/mlartifacts"
+    assert artifact_location_for(uri, "/srv/deepfakenet/mlartifacts") == expected

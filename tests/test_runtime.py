@@ -68,6 +68,8 @@ def test_missing_alias_keeps_the_current_model(two_versions):
     with pytest.raises(RegistryError):
         watcher.check()
     assert holder.current.version == "1"
+    assert watcher.failing_since is None, "the registry answered: the alias is not there"
+    assert watcher.poll() is False and "no-such-alias" in watcher.last_error
 
 
 def test_polling_thread_follows_the_alias(two_versions):
@@ -104,6 +106,10 @@ def test_an_outage_is_reported_as_such_and_the_model_keeps_serving(two_versions,
         watcher.check()
     assert not isinstance(caught.value, RegistryError), "an outage is not 'no such alias'"
     assert holder.current.version == "1"
+    assert watcher.failing_since is not None, "GET /model reports the registry as failing"
+    since = watcher.failing_since
+    assert watcher.poll() is False and watcher.failing_since == since, "one streak, one start"
+    assert "503" in watcher.last_error
 
 
 def test_polling_survives_an_outage_and_follows_the_alias_after_it(two_versions, monkeypatch):
@@ -117,6 +123,7 @@ def test_polling_survives_an_outage_and_follows_the_alias_after_it(two_versions,
         while watcher.last_error is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert watcher.last_error is not None and "503" in watcher.last_error
+        assert watcher.failing_since is not None
         time.sleep(0.3)  # several failed polls: the thread is still alive and serving v1
         assert watcher._thread.is_alive() and holder.current.version == "1"
         registry.set_alias(client, "deepfakenet", registry.CHAMPION, 2)
@@ -127,3 +134,4 @@ def test_polling_survives_an_outage_and_follows_the_alias_after_it(two_versions,
     finally:
         watcher.stop()
     assert holder.current.version == "2" and watcher.last_error is None
+    assert watcher.failing_since is None

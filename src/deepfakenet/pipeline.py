@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, MLFlowLogger
+from lightning.pytorch.strategies import ParallelStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from deepfakenet import registry
@@ -278,6 +279,9 @@ def _train_logged(
     and after it rank 0 alone calibrates, tests, exports and registers, on the whole splits:
     one MLflow run, one calibration, one registered version, whatever the number of processes.
     """
+    # Lightning's DDP launcher lowers each process's intra-op threads to share the cores; rank 0
+    # goes on alone after fit and gets them back.
+    threads = torch.get_num_threads()
     if not trainer.is_global_zero:
         # The others train their share of each batch and stop there (their logger is Lightning's
         # rank-zero dummy, so nothing of theirs reaches MLflow).
@@ -304,6 +308,7 @@ def _train_logged(
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     _end_distributed()
+    torch.set_num_threads(threads)
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best:
@@ -362,6 +367,52 @@ def _train_logged(
     return metrics, objects
 
 
+def trainer_processes(trainer_cfg: DictConfig) -> int | None:
+    """How many processes a ``conf/trainer`` node starts (None: it depends on the host).
+
+    ``devices`` as Lightning reads it: a count, a list of device ids, ``"0,1"`` (ids), ``-1``
+    (every device) or ``auto``, which is one process on a CPU and every device elsewhere.
+    """
+    devices = trainer_cfg.get("devices", 1)
+    if isinstance(devices, str):
+        text = devices.strip()
+        if text == "auto":
+            count = 1 if trainer_cfg.get("accelerator") == "cpu" else None
+        elif "," in text:
+            count = len([part for part in text.split(",") if part.strip()])
+        else:
+            count = int(text) if text.lstrip("-").isdigit() else None
+    elif OmegaConf.is_list(devices) or isinstance(devices, list | tuple):
+        count = len(devices)
+    else:
+        count = int(devices)
+    if count is None or count < 0:  # -1: every device of the host
+        return None
+    return count * int(trainer_cfg.get("num_nodes", 1) or 1)
+
+
+def require_one_process(cfg: DictConfig, job: str) -> None:
+    """Refuse a recipe on several processes for a job that trains inside a larger one.
+
+    Lightning's DDP launcher starts the running script again for every extra process; when
+    that script is a loop over trainings (retraining, the generalisation folds), each copy
+    would run the whole loop. Such jobs train on one device; ``training/train.py trainer=ddp``
+    is the distributed entry point.
+
+    Raises:
+        ConfigError: ``cfg.trainer`` starts (or may start) more than one process (exit 2).
+    """
+    trainer_cfg = cfg.get("trainer") or OmegaConf.create({})
+    if trainer_processes(trainer_cfg) == 1:
+        return
+    raise ConfigError(
+        f"{job} trains inside the job, in one process; trainer devices="
+        f"{trainer_cfg.get('devices')} num_nodes={trainer_cfg.get('num_nodes', 1)} would start "
+        "the whole job again in every extra process. Set trainer.devices=1 (distributed "
+        "training: python training/train.py trainer=ddp)"
+    )
+
+
 def _end_distributed() -> None:
     """Dissolve the process group once ``fit`` is done (on every rank; a no-op without one).
 
@@ -380,7 +431,7 @@ def _single_process_trainer(cfg: DictConfig, trainer: L.Trainer) -> L.Trainer:
     process on the same accelerator and precision scores each test image exactly once, into the
     same MLflow run.
     """
-    if trainer.world_size == 1:
+    if not isinstance(trainer.strategy, ParallelStrategy):
         return trainer
     return hydra.utils.instantiate(
         cfg.trainer,

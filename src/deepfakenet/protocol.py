@@ -53,7 +53,7 @@ from deepfakenet.evaluation import (
 )
 from deepfakenet.labels import FAKE_LABEL, REAL_LABEL
 from deepfakenet.models.net import DeepfakeNet
-from deepfakenet.pipeline import train
+from deepfakenet.pipeline import require_one_process, train
 
 log = logging.getLogger(__name__)
 
@@ -357,6 +357,7 @@ def run_generalisation(cfg: DictConfig) -> GeneralisationResult:
         The table, the goal summary and where they were logged and written.
     """
     start = time.perf_counter()
+    require_one_process(cfg, "the generalisation protocol")  # one training per fold, in-process
     settings = ProtocolSettings.from_config(cfg.protocol)
     work_dir = Path(cfg.protocol.work_dir)
     data_dir = work_dir / "data"

@@ -65,7 +65,7 @@ def registry_config(cfg: DictConfig) -> RegistryConfig:
 
 
 #: Tracking URI schemes of a remote tracking server, which decides where artifacts go.
-REMOTE_SCHEMES = frozenset({"http", "https", "databricks", "databricks-uc"})
+REMOTE_SCHEMES = frozenset({"http", "https"})
 
 
 def artifact_location_for(tracking_uri: str | None, artifact_location: str | None) -> str | None:
@@ -102,8 +102,9 @@ def mlflow_logger(**kwargs: Any) -> MLFlowLogger:
     """
     from lightning.pytorch.loggers import MLFlowLogger
 
+    # No tracking_uri: the logger falls back to MLflow's (MLFLOW_TRACKING_URI), so judge that.
     kwargs["artifact_location"] = artifact_location_for(
-        kwargs.get("tracking_uri"), kwargs.get("artifact_location")
+        kwargs.get("tracking_uri") or mlflow.get_tracking_uri(), kwargs.get("artifact_location")
     )
     return MLFlowLogger(**kwargs)
 

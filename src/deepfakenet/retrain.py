@@ -51,7 +51,7 @@ from deepfakenet import registry
 from deepfakenet.cli import ExitCode  # noqa: F401 - re-exported for older imports
 from deepfakenet.config import RetrainSchema, validate
 from deepfakenet.data.datamodule import DeepfakeDataModule
-from deepfakenet.errors import ConfigError, DeepFakeNetError, JobLockedError
+from deepfakenet.errors import DeepFakeNetError, JobLockedError
 from deepfakenet.evaluation import score_rows
 from deepfakenet.files import atomic_write
 from deepfakenet.labels import LABELS
@@ -462,7 +462,11 @@ def retrain(cfg: DictConfig, train_cfg: DictConfig) -> RetrainReport:
         RegistryError: There is no champion to compare with (exit 2).
     """
     settings = validate(cfg, RetrainSchema, "conf/retrain.yaml")
-    _check_single_process(train_cfg)
+    # The challenger trains inside this job: Lightning's DDP launcher would start the whole
+    # job again in every extra process (each would collect, version data and promote).
+    from deepfakenet.pipeline import require_one_process  # heavy: Lightning
+
+    require_one_process(train_cfg, "retrain's challenger (train_overrides)")
     lock = filelock.FileLock(settings.lock_file)
     try:
         lock.acquire(timeout=0)
@@ -474,28 +478,6 @@ def retrain(cfg: DictConfig, train_cfg: DictConfig) -> RetrainReport:
         return _retrain_locked(cfg, settings, train_cfg)
     finally:
         lock.release()
-
-
-def _check_single_process(train_cfg: DictConfig) -> None:
-    """Refuse a challenger recipe that would train on several processes (``trainer=ddp``).
-
-    The challenger trains inside this job. Lightning's DDP launcher starts the running script
-    once more per extra process, and here that script is the retraining job: each copy would
-    collect feedback, version data and promote on its own.
-
-    Raises:
-        ConfigError: ``train_overrides`` ask for more than one process (exit 2).
-    """
-    trainer = train_cfg.get("trainer") or {}
-    devices, strategy = trainer.get("devices", 1), str(trainer.get("strategy") or "")
-    one_device = str(devices) == "1" or (devices == "auto" and trainer.get("accelerator") == "cpu")
-    if not one_device or int(trainer.get("num_nodes", 1) or 1) > 1 or "ddp" in strategy:
-        raise ConfigError(
-            "train_overrides: the challenger trains inside the retraining job, in one process; "
-            f"trainer strategy={trainer.get('strategy')} devices={devices} would start the "
-            "whole job again in every extra process. Keep the challenger on one device (train "
-            "a larger model with training/train.py trainer=ddp, then compare and promote it)"
-        )
 
 
 def _retrain_locked(

@@ -17,12 +17,17 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deepfakenet import registry
 from deepfakenet.backends import Backend, load_backend
+from deepfakenet.errors import RegistryError
 from deepfakenet.models.net import DeepfakeNet
 from deepfakenet.security import redact
 from deepfakenet.store import utcnow
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +178,10 @@ class ChampionWatcher:
         self._downloaded: Path | None = None
         #: The error of the current streak of failed polls (None while checks succeed).
         self.last_error: str | None = None
-        #: When the current streak of failed polls began (None while checks succeed).
+        #: Since when the registry has not answered (None while it answers, or when it has not
+        #: been asked yet). Set and cleared by every :meth:`check`, polled or ``/admin/reload``,
+        #: as soon as the registry's answer is in: a missing alias is an answer, a model that
+        #: fails to load is not the registry's failure.
         self.failing_since: datetime | None = None
 
     def check(self) -> bool:
@@ -191,7 +199,7 @@ class ChampionWatcher:
         with self._check_lock:
             if self._stop.is_set():
                 return False
-            version = registry.resolve_version(self.client, self.model_name, self.alias)
+            version = self._resolve()
             if str(version.version) == self.holder.current.version:
                 return False
             uri = registry.model_uri(self.model_name, version.version)
@@ -236,14 +244,39 @@ class ChampionWatcher:
                 shutil.rmtree(self._downloaded, ignore_errors=True)
                 self._downloaded = None
 
+    def _resolve(self) -> ModelVersion:
+        """The alias's version, recording whether the registry answered (:attr:`failing_since`)."""
+        try:
+            version = registry.resolve_version(self.client, self.model_name, self.alias)
+        except RegistryError:  # "no such alias" is an answer
+            self._registry_answered()
+            raise
+        except Exception:
+            if self.failing_since is None:
+                self.failing_since = utcnow()
+            raise
+        self._registry_answered()
+        return version
+
+    def _registry_answered(self) -> None:
+        if self.failing_since is not None:  # as loud as the failure: its reader sees the end
+            log.warning(
+                "the registry answers again for %s@%s (failing since %s)",
+                self.model_name,
+                self.alias,
+                self.failing_since.isoformat(),
+            )
+            self.failing_since = None
+
     def poll(self) -> bool:
         """One :meth:`check` that never raises; True if it swapped.
 
         A registry that is down for an hour must not write a traceback every poll interval:
-        the first failure of a streak is logged with its traceback, later ones only when the
-        error changes, and the recovery is logged too. :attr:`last_error` holds the current
-        streak's error (None while the registry answers), passwords redacted, and
-        :attr:`failing_since` when the streak began. The current model keeps serving.
+        the first failure of a streak is logged (with its traceback, unless it is an expected
+        refusal such as a missing alias), later ones only when the error changes.
+        :attr:`last_error` holds the current streak's error (None while checks succeed),
+        passwords redacted; :attr:`failing_since` says whether the registry itself answers.
+        The current model keeps serving.
         """
         try:
             swapped = self.check()
@@ -252,26 +285,19 @@ class ChampionWatcher:
             # message) differ at every poll: without them, one outage is one message.
             message = _ADDRESS.sub("", redact(f"{type(err).__name__}: {err}", self.tracking_uri))
             if self.last_error is None:
-                log.exception(
-                    "checking %s@%s failed; still serving version %s",
+                log.error(
+                    "checking %s@%s failed; still serving version %s: %s",
                     self.model_name,
                     self.alias,
                     self.holder.current.version,
+                    message,
+                    exc_info=not isinstance(err, RegistryError),
                 )
-                self.failing_since = utcnow()
             elif message != self.last_error:
                 log.warning("checking %s@%s still fails: %s", self.model_name, self.alias, message)
             self.last_error = message
             return False
-        if self.last_error is not None:  # as loud as the failure: its reader sees the end
-            log.warning(
-                "the registry answers again for %s@%s (failing since %s)",
-                self.model_name,
-                self.alias,
-                self.failing_since.isoformat() if self.failing_since else "?",
-            )
         self.last_error = None
-        self.failing_since = None
         return swapped
 
     def _run(self) -> None:
