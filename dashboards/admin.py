@@ -34,6 +34,7 @@ from deepfakenet.monitoring import (
     read_registry,
     store_is_ready,
 )
+from deepfakenet.registry import fail_fast_http_calls
 from deepfakenet.security import LoginThrottle, redact
 from deepfakenet.settings import DashboardSettings, ServiceSettings
 from deepfakenet.store import ImageArchive, Store
@@ -416,6 +417,8 @@ def projection_section(
 def registry_section(settings: DashboardSettings) -> None:
     """Registered versions, the champion, and the retraining runs with their decisions."""
     st.subheader("Model registry")
+    # A tracking server that is down says so at once instead of holding the page for minutes.
+    fail_fast_http_calls()
     try:
         view = registry_view(
             settings.mlflow_tracking_uri, settings.model_name, settings.experiment_name

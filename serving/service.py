@@ -89,13 +89,6 @@ SETTINGS = ServiceSettings()
 # the client keys are made of. Trust no proxy unless the operator lists them (read by
 # uvicorn.Config, which BentoML's worker builds after importing this module).
 os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
-# MLflow's REST client retries a failed call 7 times with exponential backoff (about 4 minutes
-# while a tracking server is down) and waits up to 120 s for each answer: the start-up check, a
-# champion poll and /admin/reload would hang that long. The watcher polls again anyway, so a call
-# fails fast here: no retry (each one also logs a urllib3 warning, every poll), 10 s per attempt.
-# An operator's own MLFLOW_HTTP_REQUEST_* values win. MLflow reads them at each call.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 #: Tries of the internal batched call before a request fails (see ``_infer_one``).
 INFER_ATTEMPTS = 3
 #: Longest wait of /explain's thread for its record's commit (the traffic timeout is 120 s).
@@ -162,6 +155,9 @@ class DeepfakeDetector:
         logging.getLogger("bentoml.access").addFilter(AccessLogPseudonymiser(self.client_keys))
         self.watcher: ChampionWatcher | None = None
         if SETTINGS.mlflow_tracking_uri:
+            # With MLflow's own retries the start-up check, a poll and /admin/reload would hang
+            # for minutes while a tracking server is down; the watcher polls again anyway.
+            registry.fail_fast_http_calls()
             self.watcher = ChampionWatcher(
                 self.models,
                 SETTINGS.mlflow_tracking_uri,

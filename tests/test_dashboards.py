@@ -20,6 +20,7 @@ import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from deepfakenet import registry
 from deepfakenet.features import read_features
 from deepfakenet.store import Store
 from tests.conftest import free_port
@@ -271,7 +272,11 @@ def bare_admin(monkeypatch):
     monkeypatch.setenv("DEEPFAKENET_STORE_URL", store)
     tracking = f"http://admin:{SECRET}@127.0.0.1:{free_port()}/"
     monkeypatch.setenv("DEEPFAKENET_MLFLOW_TRACKING_URI", tracking)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    # MLflow's retry policy is the page's own (no retry): with MLflow's defaults the dead
+    # registry would hold the page about 4 minutes, past AppTest's timeout.
+    for name in registry.FAIL_FAST_HTTP:  # unset now, and unset again afterwards
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setenv("DEEPFAKENET_ADMIN_PASSWORD", PASSWORD)
     monkeypatch.setenv("DEEPFAKENET_ADMIN_LOGIN_FREE_FAILURES", "1")
     monkeypatch.setenv("DEEPFAKENET_ADMIN_LOGIN_DELAY_S", "100")

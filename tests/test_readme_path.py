@@ -56,7 +56,7 @@ RETRAIN = "tests/test_retrain.py::"
 #: target runs, with the same arguments but test paths.
 README_COMMANDS: dict[str, tuple[str, ...] | str] = {
     # make targets
-    "make demo": "not run: 10 epochs on 3,000 images (5 min); its steps (data, train, evaluate) "
+    "make demo": "not run: 12 epochs on 3,000 images (6-15 min); its steps (data, train, evaluate) "
     "run one by one in " + PATH_TEST,
     "make setup": "not run by a test: every test runs in the venv it built (CI: .ci/run)",
     "make test": "not run by a test: it is the suite (CI: .ci/run)",
