@@ -54,6 +54,9 @@ RETRAIN = "tests/test_retrain.py::"
 #: code) -> the tests that run it, or the reason no test does (a string starting "not run:").
 #: A test named here runs the command itself or, where marked "(script)", the script the
 #: target runs, with the same arguments but test paths.
+FEDERATED_GATE = (
+    "tests/test_federated.py::test_a_registered_version_goes_through_the_same_promotion_gate"
+)
 README_COMMANDS: dict[str, tuple[str, ...] | str] = {
     # make targets
     "make demo": "not run: 12 epochs on 3,000 images (6-15 min); its steps (data, train, evaluate) "
@@ -119,6 +122,13 @@ README_COMMANDS: dict[str, tuple[str, ...] | str] = {
     "python training/evaluate.py robustness=true model_ref=champion": (
         "tests/test_train.py::test_train_registers_logs_and_evaluates",  # the job, robustness on
     ),
+    # federated head updates
+    "make federated-setup": "not run by a test: the federated tests run in the venv it builds "
+    "(make test builds it; CI: .ci/run)",
+    "make federated-demo": "not run: the demo data set's champion (make demo first); the same "
+    "job runs on tiny data in tests/test_federated.py::test_a_secagg_round_on_three_supernodes",
+    "make federated-promote VERSION=4": (FEDERATED_GATE,),
+    "make federated-promote": (FEDERATED_GATE,),
     # scaling out
     "python training/train.py experiment=demo trainer=ddp trainer.devices=2": (
         "tests/test_ddp.py::test_ddp_on_two_cpu_processes_trains_like_one",  # the tiny recipe

@@ -162,6 +162,7 @@ class RetrainSchema:
     task_name: str = "retrain"
     train_overrides: list[str] = field(default_factory=list)
     init_from_champion: bool = True
+    challenger: str | None = None
     collect: CollectSchema = field(default_factory=CollectSchema)
     data: RetrainDataSchema = field(default_factory=RetrainDataSchema)
     promotion: PromotionSchema = field(default_factory=PromotionSchema)

@@ -484,6 +484,8 @@ def _retrain_locked(
     cfg: DictConfig, settings: RetrainSchema, train_cfg: DictConfig
 ) -> RetrainReport:
     report = RetrainReport(status="nothing_to_do", started_at=utcnow().isoformat())
+    if settings.challenger is not None:
+        return _gate_registered(cfg, settings, train_cfg, report)
     store = Store(settings.store.url)
     try:
         collect = settings.collect
@@ -551,6 +553,50 @@ def _retrain_locked(
         store.close()
 
 
+def _gate_registered(
+    cfg: DictConfig, settings: RetrainSchema, train_cfg: DictConfig, report: RetrainReport
+) -> RetrainReport:
+    """Put an already registered version (``challenger=N``, e.g. a federated one) through the gate.
+
+    Nothing is collected, versioned or trained: the version is compared with the champion on
+    the current data tree's test split by the same :func:`decide` as a trained challenger, and
+    promoted only if it wins. Its feedback is left for the next ordinary run.
+    """
+    client = registry.use(registry.registry_config(cfg))
+    name = settings.registry.model_name
+    champion = registry.resolve_version(client, name, registry.CHAMPION)
+    challenger = registry.resolve_version(client, name, str(settings.challenger))
+    report.champion_version = str(champion.version)
+    report.challenger_version = str(challenger.version)
+    if report.challenger_version == report.champion_version:
+        report.reasons.append(f"v{challenger.version} is already the champion: nothing to do")
+        log.info(report.reasons[-1])
+        return _finish(settings.report_dir, report)
+    report.data_version = data_version(Path(settings.paths.root_dir) / "data.dvc")
+    report.job_run_id = _start_job_run(client, cfg, report)
+    try:
+        import hydra  # heavy: only where a data module is built
+
+        datamodule: DeepfakeDataModule = hydra.utils.instantiate(
+            train_cfg.data, data_dir=settings.paths.data_dir
+        )
+        _compare(settings, train_cfg, client, champion, challenger, datamodule, report)
+        if report.status == "promoted":
+            registry.promote(client, name, report.challenger_version)
+            report.promoted_at = utcnow().isoformat()
+    except BaseException as err:
+        report.reasons.append(f"failed: {type(err).__name__}: {redact(err, cfg.store.url)}")
+        report.status = "failed"
+        _end_run(client, report.job_run_id, "FAILED", decision="failed")
+        _finish(settings.report_dir, report)
+        log.error("the gate failed; the champion is unchanged")
+        raise
+    _end_run(client, report.job_run_id, "FINISHED")
+    if report.status == "promoted":
+        notify_service(cfg.notify)
+    return _finish(settings.report_dir, report)
+
+
 def _start_job_run(client: Any, cfg: DictConfig, report: RetrainReport) -> str:
     """The retraining job's own MLflow run (the challenger's training run becomes its child)."""
     experiment_id = registry.experiment_id(
@@ -577,20 +623,29 @@ def _train_and_compare(
     report: RetrainReport,
 ) -> None:
     """Train the challenger, score both models on its test split, decide (nothing moves here)."""
-    from deepfakenet.pipeline import (  # heavy: Lightning
-        MIN_TEST_PER_CLASS,
-        small_split_note,
-        train,
-    )
+    from deepfakenet.pipeline import train  # heavy: Lightning
 
-    name = settings.registry.model_name
     _, objects = train(_challenger_config(cfg, train_cfg, champion.version))
     challenger = objects["model_version"]
     report.challenger_version = str(challenger.version)
     report.challenger_run_id = objects["run_id"]
     client.set_tag(objects["run_id"], "mlflow.parentRunId", report.job_run_id)
+    _compare(settings, train_cfg, client, champion, challenger, objects["datamodule"], report)
 
-    datamodule: DeepfakeDataModule = objects["datamodule"]
+
+def _compare(
+    settings: RetrainSchema,
+    train_cfg: DictConfig,
+    client: Any,
+    champion: Any,
+    challenger: Any,
+    datamodule: DeepfakeDataModule,
+    report: RetrainReport,
+) -> None:
+    """Score both versions on the test split of ``datamodule`` and decide (nothing moves here)."""
+    from deepfakenet.pipeline import MIN_TEST_PER_CLASS, small_split_note  # heavy: Lightning
+
+    name = settings.registry.model_name
     test = datamodule.split_index("test")
     is_feedback = (test["group"] == settings.data.feedback_folder).to_numpy()
     wrong: dict[str, np.ndarray] = {}

@@ -1,0 +1,1 @@
+"""DeepFakeNet's Flower app: thin wrappers around :mod:`deepfakenet.federated`."""
