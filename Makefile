@@ -59,6 +59,7 @@ federated-demo: federated-setup ## Flower on loopback: 3 non-IID sites, SecAgg+ 
 	$(FED_PY) training/federated.py compare_dp=true $(ARGS)
 
 federated-promote: setup ## Put a registered (e.g. federated) version through the gate: VERSION=<N>
+	@if [ -z "$(VERSION)" ]; then echo "usage: make federated-promote VERSION=<N>" >&2; exit 2; fi
 	$(PY) training/retrain.py challenger=$(VERSION) $(ARGS)
 
 data: setup ## Generate the embedded data set if data/ has none (ARGS="synth.n_real=200"), DVC it

@@ -38,6 +38,7 @@ from deepfakenet.federated.head import (
     AdapterHead,
     HeadTraining,
     get_arrays,
+    load_arrays,
     make_head,
     set_arrays,
     train_head,
@@ -114,12 +115,15 @@ def test_labelled_rows_one_per_image_of_one_model_version(tmp_path):
     assert labelled_rows(site, "1")[0].shape == (0, 512)  # a site with no records yet
     store = Store(site.store_url)
     vectors, rows = {}, []
-    plan = [  # (prediction, image, model version, vote)
+    plan = [  # (prediction, image, model version, vote); no client keys: one client each
         ("p1", "a" * 64, "1", "fake"),
-        ("p2", "a" * 64, "1", "real"),  # the same image again: its latest vote counts, once
+        ("p2", "a" * 64, "1", "real"),
         ("p3", "b" * 64, "1", "real"),
         ("p4", "c" * 64, "2", "fake"),  # another backbone's vector: not this version's row
         ("p5", "d" * 64, "1", None),  # scored, never labelled
+        ("p6", "a" * 64, "1", "real"),  # image a: 2 real against 1 fake; its latest vector
+        ("p7", "e" * 64, "1", "fake"),  # image e: a tie, skipped as retraining skips it
+        ("p8", "e" * 64, "1", "real"),
     ]
     for i, (pid, sha, version, vote) in enumerate(plan):
         store.add_predictions([prediction_record(id=pid, sha256=sha, model_version=version)])
@@ -127,12 +131,12 @@ def test_labelled_rows_one_per_image_of_one_model_version(tmp_path):
         rows.append(FeatureRow(pid, version, utcnow(), vectors[pid]))
         if vote:
             store.add_feedback(pid, vote)
-            time.sleep(0.01)
+        time.sleep(0.01)
     store.close()
     write_features(site.features_dir, rows)
     features, labels = labelled_rows(site, "1")
-    assert labels.tolist() == [0, 0]  # image a: "real" (p2, the latest), image b: real
-    assert sorted(features[:, 0].tolist()) == [1.0, 2.0]  # p2's and p3's vectors
+    assert labels.tolist() == [0, 0]  # images a and b (by hash): both real
+    assert features[:, 0].tolist() == [5.0, 2.0]  # a: p6's vector (its latest), b: p3's
 
 
 def test_toml_files_hold_what_flower_reads(tmp_path):
@@ -262,8 +266,9 @@ class ConnectionWatch:
                 processes = []
             for process in processes:
                 try:
-                    if process.pid not in self.envs:
-                        self.envs[process.pid] = (process.cmdline(), process.environ())
+                    cmdline = process.cmdline()
+                    if self.envs.get(process.pid, ((),))[0] != cmdline:  # new, or exec'd
+                        self.envs[process.pid] = (cmdline, process.environ())
                     for conn in process.net_connections(kind="inet"):
                         remote = conn.raddr.ip if conn.raddr else None
                         self.seen.add((process.pid, conn.laddr.ip, remote, conn.status))
@@ -295,7 +300,8 @@ def test_a_secagg_round_on_three_supernodes(federation, flower_bin, tiny_data, t
         output, _ = process.communicate(timeout=900)
     finally:
         watch.stop()
-        process.kill()
+        process.terminate()  # the job's SIGTERM handler stops its Flower processes
+        process.wait(timeout=60)
     assert process.returncode == 0, output[-5000:]
     report = json.loads((out / "report.json").read_text())
     version = report["federated_version"]
@@ -307,6 +313,8 @@ def test_a_secagg_round_on_three_supernodes(federation, flower_bin, tiny_data, t
     assert tags["deepfakenet.federated"] == "true"
     assert tags["deepfakenet.federated.base_version"] == "1"
     assert tags["deepfakenet.federated.secagg"] == "true"
+    base_tags = client.get_model_version("deepfakenet", "1").tags
+    assert tags["data_version"] == base_tags["data_version"]  # the backbone's lineage
     assert str(registry.version_for_alias(client, "deepfakenet", "champion").version) == "1"
     aliases = client.get_model_version("deepfakenet", version).aliases
     assert aliases == []
@@ -320,8 +328,7 @@ def test_a_secagg_round_on_three_supernodes(federation, flower_bin, tiny_data, t
     assert not (audit / "site-2").exists()
 
     # SecAgg+'s aggregate is the weighted FedAvg of the sites' plain updates.
-    with np.load(out / "secagg" / "head.npz") as head:
-        aggregate = [head[f"arr_{i}"] for i in range(len(head.files))]
+    aggregate = load_arrays(out / "secagg" / "head.npz")
     weights = {s: float(p["weight"]) for s, p in plain.items()}
     assert all(w > 0 for w in weights.values())
     expected = [
@@ -356,7 +363,11 @@ def test_a_secagg_round_on_three_supernodes(federation, flower_bin, tiny_data, t
     assert watch.seen, "no socket was observed: the watch saw nothing"
     outside = {s for s in watch.seen if s[1] not in LOOPBACK or (s[2] and s[2] not in LOOPBACK)}
     assert not outside, outside
-    flower = [env for cmd, env in watch.envs.values() if any("fl" in c for c in cmd[:2])]
+    flower = [
+        env
+        for cmd, env in watch.envs.values()
+        if any(Path(c).name.startswith(("flower-", "flwr")) for c in cmd[:2])
+    ]
     assert flower
     for env in flower:
         assert {k: env.get(k) for k in QUIET_ENV} == QUIET_ENV
@@ -393,9 +404,10 @@ def test_a_supernode_killed_mid_round_leaves_no_half_registered_version(
     or one whole version: tagged, its run finished, loadable. Never a version without its tags.
     """
     fed, out = federation, tmp_path / "run"
+    registry.use(registry.RegistryConfig(fed.tracking_uri))
     before = fed.versions()
     process = subprocess.Popen(
-        _federated_cli(fed, out, "run.num-rounds=1", "++run.round-timeout=60"),
+        _federated_cli(fed, out, "run.num-rounds=1", "run.round-timeout=60"),
         cwd=ROOT,
         env=clean_env(),
         stdout=subprocess.PIPE,
@@ -418,7 +430,8 @@ def test_a_supernode_killed_mid_round_leaves_no_half_registered_version(
             time.sleep(0.1)
         output, _ = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
     finally:
-        process.kill()
+        process.terminate()  # the job's SIGTERM handler stops its Flower processes
+        process.wait(timeout=60)
     assert killed, output[-5000:]
     client = MlflowClient(fed.tracking_uri)
     after = fed.versions()
@@ -436,5 +449,5 @@ def test_a_supernode_killed_mid_round_leaves_no_half_registered_version(
         registry.load_net("deepfakenet", new[0])
     else:  # the run failed: nothing was registered
         assert new == [], output[-5000:]
-        assert "nothing was registered" in output
+        assert "registered nothing" in output
     assert str(registry.version_for_alias(client, "deepfakenet", "champion").version) == "1"

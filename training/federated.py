@@ -9,6 +9,8 @@ run failed, with its traceback: nothing was registered.
 from __future__ import annotations
 
 import os
+import signal
+from types import FrameType
 
 import hydra
 from omegaconf import DictConfig
@@ -20,9 +22,15 @@ from deepfakenet.federated.job import run_federated
 os.environ.update(QUIET_ENV)  # before anything could import Flower in this process
 
 
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM (a scheduler, CI, Ctrl-C's cousin) unwinds the job, so Flower is stopped too."""
+    raise SystemExit(128 + signum)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="federated.yaml")
 def main(cfg: DictConfig) -> None:
     """Make the sites, run the rounds on loopback, register, compare."""
+    signal.signal(signal.SIGTERM, _terminate)
     run_job("federated", lambda: run_federated(cfg))
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 from flwr.app import Context, Message
-from flwr.client import ClientApp, NumPyClient
+from flwr.client import Client, ClientApp, NumPyClient
 from flwr.client.mod import fixedclipping_mod, secaggplus_mod
+from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.typing import NDArrays, Scalar
 
 from deepfakenet.federated.head import HeadTraining, get_arrays, make_head, set_arrays, train_head
@@ -37,39 +38,38 @@ class SiteClient(NumPyClient):
         node, run = context.node_config, context.run_config
         self.site = Site(str(node["site-name"]), str(node["store-url"]), str(node["features-dir"]))
         self.audit_dir = str(node.get("audit-dir", ""))
+        self.run = run
         self.version = str(run["model-version"])
         self.kind = str(run["head"])
         self.hidden = int(run["adapter-hidden"])
         self.max_weight = int(float(run["max-weight"]))
-        self.training = HeadTraining(
-            epochs=int(run["local-epochs"]),
-            lr=float(run["lr"]),
-            batch_size=int(run["batch-size"]),
-            weight_decay=float(run["weight-decay"]),
-        )
+        # Under DP every site weighs 1, a skipped one too (with a zero update): the noise is
+        # sized for the plain mean of the sites' clipped updates.
+        self.equal_weights = bool(run["dp"])
 
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict]:
-        """Train the head on this site's rows; a site without rows sends weight 0."""
+        """Train the head on this site's rows; a site without rows sends the head back as is."""
         server_round = int(config.get("server_round", 0))
         features, labels = labelled_rows(self.site, self.version)
         if len(labels) == 0:
             log.warning(
                 "%s has no labelled rows for model version %s: skipped in round %d (it answers "
-                "with weight 0, so the aggregate is the other sites')",
+                "with the global head unchanged, %s)",
                 self.site.name,
                 self.version,
                 server_round,
+                "weight 1 under DP" if self.equal_weights else "weight 0",
             )
-            return parameters, 0, {}
+            return parameters, int(self.equal_weights), {}
         # Shape only: the weights come from the global head just received.
         from torch import nn
 
         head = make_head(self.kind, nn.Linear(features.shape[1], 2), self.hidden)
         set_arrays(head, parameters)
-        training = HeadTraining(**{**self.training.__dict__, "seed": server_round})
+        training = HeadTraining.from_run_config(self.run, seed=server_round)
         loss = train_head(head, features, labels, training)
         arrays = get_arrays(head)
-        weight = min(len(labels), self.max_weight)
+        weight = 1 if self.equal_weights else min(len(labels), self.max_weight)
         log.info(
             "%s round %d: trained on %d rows (weight %d), loss %.4f",
             self.site.name,
@@ -86,13 +86,13 @@ class SiteClient(NumPyClient):
         return arrays, weight, {}
 
 
-def client_fn(context: Context):
+def client_fn(context: Context) -> Client:
     """Flower's factory: a fresh client per message (each runs in its own process)."""
     logging.basicConfig(level=logging.INFO)
     return SiteClient(context).to_client()
 
 
-def _clip_if_dp(msg: Message, context: Context, call_next):
+def _clip_if_dp(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """``fixedclipping_mod`` when the run asks for differential privacy, else pass through.
 
     Flower's mod divides by the update's norm, so a skipped site (it sends the global head
@@ -115,7 +115,7 @@ def _clip_if_dp(msg: Message, context: Context, call_next):
         return answers[-1]
 
 
-def _secagg_if_on(msg: Message, context: Context, call_next):
+def _secagg_if_on(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """``secaggplus_mod``; plain updates only where the site itself allows them.
 
     The server chooses the run's settings, so a site does not take its word for it: unless

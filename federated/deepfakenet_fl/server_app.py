@@ -5,8 +5,10 @@ It starts from the champion's head, runs ``num-rounds`` of FedAvg through Flower
 ``LegacyContext``), then calibrates the champion + federated head on its own validation vectors
 and registers it (:mod:`deepfakenet.federated.model`). Registration is the very last step and
 happens only after every round finished: a run that fails or is stopped before registers
-nothing. ``out-dir/result.json`` reports the run; with ``record-received=true`` every reply the
-server received is kept in ``out-dir/received/`` (what left the sites, for an audit).
+nothing. Its own settings (registry, validation vectors, out dir) come from the file named by
+``$DEEPFAKENET_FEDERATED_SERVER`` in the SuperLink's environment, never from the run config,
+which Flower hands to every site. ``result.json`` reports the run; with ``record_received``
+every reply the server received is kept in ``received/`` (what left the sites, for an audit).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 from flwr.app import Context
 from flwr.common import FitRes, Parameters, Scalar, bytes_to_ndarray, ndarrays_to_parameters
@@ -28,8 +29,13 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 
 from deepfakenet import registry
-from deepfakenet.federated.head import get_arrays, make_head, set_arrays
-from deepfakenet.federated.model import calibrated, head_metrics, register_federated
+from deepfakenet.federated.head import get_arrays, make_head, save_head, set_arrays
+from deepfakenet.federated.model import (
+    ServerSettings,
+    calibrated,
+    head_metrics,
+    register_federated,
+)
 from deepfakenet.federated.sites import load_split
 
 log = logging.getLogger("deepfakenet.federated.server")
@@ -38,10 +44,17 @@ app = ServerApp()
 
 
 class CountingFedAvg(FedAvg):
-    """FedAvg that keeps, per round, how many sites' answers were aggregated and their weight."""
+    """FedAvg that refuses a round it should not average, and counts the rounds it did.
 
-    def __init__(self, **kwargs: Any) -> None:
+    Refused (the run fails, nothing is registered): a round with no answer at all (every
+    site failed, or refused a plain update), and a round with fewer than ``min_contributing``
+    sites that had rows: SecAgg+ hides a site among the others, and a "sum" of one site's
+    update is that update.
+    """
+
+    def __init__(self, min_contributing: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.min_contributing = min_contributing
         self.rounds: list[dict[str, Any]] = []
 
     def aggregate_fit(
@@ -50,16 +63,26 @@ class CountingFedAvg(FedAvg):
         results: list[tuple[ClientProxy, FitRes]],
         failures: list[Any],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        """Refuse a round in which no site had a row (the average of nothing is not a head)."""
-        weight = sum(res.num_examples for _, res in results)
-        self.rounds.append(
-            {"round": server_round, "answers": len(results), "failures": len(failures)}
-        )
-        if results and weight == 0:
+        """FedAvg's average, once the round is known to be one worth averaging."""
+        contributing = sum(1 for _, res in results if res.num_examples > 0)
+        if contributing < self.min_contributing:
             raise RuntimeError(
-                f"round {server_round}: no site had a labelled row for this model version"
+                f"round {server_round}: {contributing} site(s) with labelled rows answered "
+                f"({len(results)} answers, {len(failures)} failures); at least "
+                f"{self.min_contributing} are needed"
             )
-        return super().aggregate_fit(server_round, results, failures)
+        parameters, metrics = super().aggregate_fit(server_round, results, failures)
+        if parameters is None:
+            raise RuntimeError(f"round {server_round}: FedAvg returned no parameters")
+        self.rounds.append(
+            {
+                "round": server_round,
+                "answers": len(results),
+                "contributing": contributing,
+                "failures": len(failures),
+            }
+        )
+        return parameters, metrics
 
 
 def _array(blob: bytes) -> np.ndarray:
@@ -105,20 +128,28 @@ def _recording(grid: Grid, folder: Path) -> Grid:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run the rounds, calibrate, register; write ``out-dir/result.json``."""
+    """Run the rounds, calibrate, register; write ``result.json`` in the server's out dir."""
     logging.basicConfig(level=logging.INFO)
     started = time.monotonic()
+    settings = ServerSettings.from_env()  # first: a bad path fails before any round
     cfg = context.run_config
-    out = Path(str(cfg["out-dir"]))
+    out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(str(cfg["tracking-uri"]))
+    registry.use(
+        registry.RegistryConfig(
+            tracking_uri=settings.tracking_uri,
+            artifact_location=settings.artifact_location,
+            experiment_name=settings.experiment_name,
+            model_name=settings.model_name,
+        )
+    )
     registry.fail_fast_http_calls()
-    name, version = str(cfg["model-name"]), str(cfg["model-version"])
-    champion, champion_version = registry.load_net(name, version)
+    champion, base = registry.load_net(settings.model_name, str(cfg["model-version"]))
     kind = str(cfg["head"])
     head = make_head(kind, champion.backbone.fc, int(cfg["adapter-hidden"]))
     sites = int(cfg["min-sites"])
     fedavg = CountingFedAvg(
+        min_contributing=int(cfg["min-contributing"]),
         fraction_fit=1.0,
         fraction_evaluate=0.0,
         min_fit_clients=sites,
@@ -152,13 +183,13 @@ def main(grid: Grid, context: Context) -> None:
         config=ServerConfig(num_rounds=int(cfg["num-rounds"]), round_timeout=timeout),
         strategy=strategy,
     )
-    if bool(cfg["record-received"]):
+    if settings.record_received:
         grid = _recording(grid, out / "received")
     log.info(
         "federated %s head on %s v%s: %d rounds over %d sites, SecAgg+ %s, DP %s",
         kind,
-        name,
-        version,
+        settings.model_name,
+        base.version,
         int(cfg["num-rounds"]),
         sites,
         "on" if fit_workflow else "off",
@@ -171,26 +202,27 @@ def main(grid: Grid, context: Context) -> None:
             f"({fedavg.rounds}); nothing is registered"
         )
     set_arrays(head, legacy.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays())
-    val = load_split(str(cfg["server-val"]))
+    val = load_split(settings.server_val)
     net, calibration = calibrated(champion, head, val)
     val_metrics = head_metrics(head, val[0], val[1], net)
-    np.savez(out / "head.npz", *get_arrays(head))
-    params = {k: str(v) for k, v in cfg.items()}
+    save_head(head, out / "head.npz")
     tags = {
-        "base_version": str(champion_version.version),
+        "base_version": str(base.version),
         "head": kind,
         "rounds": str(cfg["num-rounds"]),
         "secagg": str(bool(cfg["secagg"])).lower(),
         "dp": str(bool(cfg["dp"])).lower(),
+        "flwr_run_id": str(context.run_id),
     }
     if cfg["dp"]:
         tags["dp.noise_multiplier"] = str(cfg["noise-multiplier"])
         tags["dp.clipping_norm"] = str(cfg["clipping-norm"])
     metrics = {**calibration, **{f"val/{k}": v for k, v in val_metrics.items()}}
-    registered = register_federated(net, name, str(cfg["experiment-name"]), params, metrics, tags)
+    params = {k: str(v) for k, v in cfg.items()}  # the run config holds no secret (see above)
+    registered = register_federated(net, settings, base, params, metrics, tags)
     result = {
         "model_version": str(registered.version),
-        "base_version": str(champion_version.version),
+        "base_version": str(base.version),
         "head": kind,
         "rounds": fedavg.rounds,
         "val": val_metrics,

@@ -177,19 +177,17 @@ def log_and_register(
         name=MODEL_ARTIFACT,
         serialization_format="pickle",
         input_example=example,
-        registered_model_name=model_name,
         extra_files=[str(f) for f in files] or None,
         pip_requirements=[
             f"torch=={torch.__version__.split('+')[0]}",
             f"torchvision=={torchvision.__version__.split('+')[0]}",
         ],
     )
-    version = str(info.registered_model_version)
-    client = MlflowClient()
-    for key, value in tags.items():
-        client.set_model_version_tag(model_name, version, key, value)
-    log.info("registered %s version %s from run %s", model_name, version, info.run_id)
-    return client.get_model_version(model_name, version)
+    # The tags go with the registration itself: a process that dies in between leaves no
+    # version without them (a federated version without its tag would look like any other).
+    version = mlflow.register_model(info.model_uri, model_name, tags=tags)
+    log.info("registered %s version %s from run %s", model_name, version.version, info.run_id)
+    return MlflowClient().get_model_version(model_name, str(version.version))
 
 
 #: The MLflow error code of a model or version that does not exist (HTTP 404 over REST).

@@ -58,7 +58,7 @@ from deepfakenet.labels import LABELS
 from deepfakenet.lineage import data_version
 from deepfakenet.metrics import defined_metrics
 from deepfakenet.security import redact
-from deepfakenet.store import ImageArchive, Store, utcnow
+from deepfakenet.store import ImageArchive, Store, collect_labels, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -95,55 +95,6 @@ class RetrainReport:
 
 
 # ------------------------------------------------------------------------------ 1. collect
-
-
-def collect_labels(store: Store, min_votes: int = 1, tie: str = "skip") -> tuple[pd.DataFrame, int]:
-    """One label per image that received feedback not used yet.
-
-    A vote counts once per *client*, so one client re-uploading the same bytes and voting each
-    time cannot decide the image's label: per image (content hash), each client's latest vote is
-    kept (the client is the prediction's ``client_key``; a prediction without one, e.g. of the
-    previous release, is a client of its own), then the majority of those votes is the label.
-    The store already keeps one vote per prediction.
-
-    The label is the majority of *all* the image's votes (used ones included), so one late
-    vote cannot overturn an image many people agreed on; an image counts as new when at least
-    one of its votes is unused.
-
-    Args:
-        store: The prediction + feedback store.
-        min_votes: Least number of clients an image needs.
-        tie: ``skip`` drops images whose votes are tied; ``latest`` takes the newest vote.
-
-    Returns:
-        ``(labels, ties)``: a frame with ``sha256``, ``label``, ``votes`` (distinct clients),
-        ``feedback_ids`` (every unused one of the image, superseded votes included, to mark once
-        consumed), sorted by hash; and how many images were skipped as ties.
-    """
-    if tie not in {"skip", "latest"}:
-        raise ValueError(f"tie must be 'skip' or 'latest', got {tie!r}")
-    feedback = store.feedback_frame()
-    keys = feedback["client_key"]
-    client = keys.where(keys.notna(), "prediction:" + feedback["prediction_id"].astype(str))
-    feedback = feedback.assign(client=client).sort_values("created_at", kind="stable")
-    fresh = set(feedback.loc[feedback["used_at"].isna(), "sha256"])
-    rows, ties = [], 0
-    for sha, group in feedback[feedback["sha256"].isin(fresh)].groupby("sha256", sort=True):
-        votes = group.groupby("client", sort=False).tail(1)  # each client's latest vote
-        if len(votes) < min_votes:
-            continue
-        counts = votes["human_label"].value_counts()
-        top = counts[counts == counts.max()]
-        if len(top) > 1:
-            if tie == "skip":
-                ties += 1
-                continue
-            label = votes["human_label"].iloc[-1]
-        else:
-            label = top.index[0]
-        unused = group.loc[group["used_at"].isna(), "feedback_id"].tolist()
-        rows.append({"sha256": sha, "label": label, "votes": len(votes), "feedback_ids": unused})
-    return pd.DataFrame(rows, columns=["sha256", "label", "votes", "feedback_ids"]), ties
 
 
 # ------------------------------------------------------------------------------ 2. version
@@ -609,6 +560,8 @@ def _start_job_run(client: Any, cfg: DictConfig, report: RetrainReport) -> str:
             registry.RETRAIN_TAG: "true",
             f"{registry.RETRAIN_TAG}.data_version": str(report.data_version),
             f"{registry.RETRAIN_TAG}.champion_version": str(report.champion_version),
+            # "gate": a registered version judged as it is (challenger=N), nothing trained
+            f"{registry.RETRAIN_TAG}.mode": "gate" if cfg.get("challenger") else "train",
         },
     )
     return run.info.run_id

@@ -111,7 +111,7 @@ def prepare_demo(
         features, logits = embed_rows(net, rows, batch_size, desc=f"site {k} vectors")
         prob = net.prob_from_logits(torch.as_tensor(logits)).numpy() if len(rows) else logits
         folder.mkdir(parents=True, exist_ok=True)
-        written = write_site(site, rows, features, prob, version)
+        written = write_site(site, rows, features, prob, version, float(net.threshold))
         log.info(
             "%s: %d images (reals from %s; fakes of %s)",
             site.name,

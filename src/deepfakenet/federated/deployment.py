@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -65,9 +64,22 @@ def toml_file(path: Path, values: Mapping[str, Any]) -> Path:
     return path
 
 
-def flower_env(bin_dir: Path, home: Path) -> dict[str, str]:
-    """The environment of every Flower process: quiet, offline, its own ``FLWR_HOME``."""
+#: Variables a site's processes never inherit from the job: the server's registry and settings.
+SERVER_ONLY_PREFIXES = ("MLFLOW_", "DEEPFAKENET_")
+
+
+def flower_env(bin_dir: Path, home: Path, server: bool = True) -> dict[str, str]:
+    """The environment of every Flower process: quiet, offline, its own ``FLWR_HOME``.
+
+    Args:
+        bin_dir: The federated environment's ``bin/``.
+        home: ``FLWR_HOME``.
+        server: False for a SuperNode: the job's MLflow and DeepFakeNet variables (a registry
+            URI with a password, say) stay on the server's side.
+    """
     env = dict(os.environ)
+    if not server:
+        env = {k: v for k, v in env.items() if not k.startswith(SERVER_ONLY_PREFIXES)}
     env.update(QUIET_ENV)
     env["FLWR_HOME"] = str(home)
     # SuperLink and SuperNodes start their app processes (flwr-serverapp, flwr-clientapp) by name.
@@ -99,12 +111,15 @@ class LocalFederation:
         bin_dir: The federated environment's ``bin/`` (``flower-superlink``, ``flwr``, ...).
         home: Flower's home (``FLWR_HOME``: connections, SuperLink database) and the logs.
         node_configs: One ``--node-config`` mapping per SuperNode (a site's own settings).
+        server_env: Extra variables of the SuperLink, and so of the ServerApp it starts (the
+            server's settings file).
         start_timeout: Seconds to wait for each process to listen.
     """
 
     bin_dir: Path
     home: Path
     node_configs: Sequence[Mapping[str, Any]]
+    server_env: Mapping[str, str] = field(default_factory=dict)
     start_timeout: float = 60.0
     link_port: int = 0
     node_ports: list[int] = field(default_factory=list)
@@ -112,7 +127,11 @@ class LocalFederation:
     _logs: list[IO[bytes]] = field(default_factory=list)
 
     def __enter__(self) -> LocalFederation:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # what did start is not left behind
+            raise
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -120,14 +139,14 @@ class LocalFederation:
 
     @property
     def env(self) -> dict[str, str]:
-        """The environment every Flower process of this federation runs with."""
-        return flower_env(self.bin_dir, self.home)
+        """The environment of the ``flwr`` commands (the user's side: no server settings)."""
+        return flower_env(self.bin_dir, self.home, server=False)
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> subprocess.Popen:
         handle = (self.home / "logs" / f"{name}.log").open("wb")
         self._logs.append(handle)
         process = subprocess.Popen(
-            args, env=self.env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            args, env=dict(env), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.processes[name] = process
         return process
@@ -155,6 +174,7 @@ class LocalFederation:
                 "subprocess",
                 "--disable-runtime-dependency-installation",
             ],
+            {**flower_env(self.bin_dir, self.home), **self.server_env},
         )
         self._wait_listening("superlink", self.link_port)
         for k, node_config in enumerate(self.node_configs):
@@ -177,6 +197,7 @@ class LocalFederation:
                     "--node-config",
                     str(config_file),
                 ],
+                self.env,
             )
             self._wait_listening(f"supernode-{k}", port)
         log.info(
@@ -274,22 +295,38 @@ class LocalFederation:
         return main.strip().lower(), sub.strip().lower()
 
     def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM every process group (nodes first), SIGKILL what is left after ``grace``."""
-        for name in reversed(list(self.processes)):
-            process = self.processes[name]
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    continue
-        deadline = time.monotonic() + grace
-        for name, process in self.processes.items():
+        """SIGTERM every process and what it started (nodes first); SIGKILL what is left.
+
+        Flower starts its app processes (the ServerApp among them) in sessions of their own,
+        so signalling the process groups is not enough: every descendant is found first.
+        """
+        import psutil
+
+        family: list[psutil.Process] = []
+        for process in self.processes.values():
             try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("%s ignored SIGTERM for %.0f s: killing it", name, grace)
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        for handle in self._logs:
-            handle.close()
-        self._logs.clear()
+                parent = psutil.Process(process.pid)
+                family += [parent, *parent.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+        try:
+            for member in reversed(family):
+                try:
+                    member.terminate()
+                except psutil.NoSuchProcess:
+                    continue
+            _, alive = psutil.wait_procs(family, timeout=grace)
+            for member in alive:
+                log.warning("%s ignored SIGTERM for %.0f s: killing it", member.pid, grace)
+                try:
+                    member.kill()
+                except psutil.NoSuchProcess:
+                    continue
+            psutil.wait_procs(alive, timeout=10)
+            for process in self.processes.values():
+                if process.poll() is None:
+                    process.wait(timeout=10)
+        finally:
+            for handle in self._logs:
+                handle.close()
+            self._logs.clear()

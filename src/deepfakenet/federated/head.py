@@ -17,7 +17,10 @@ export see a network like any other.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,7 +91,7 @@ class HeadTraining:
         lr: Adam learning rate.
         batch_size: Rows per step.
         weight_decay: L2 on the head's weights, so a small site cannot blow them up.
-        seed: Shuffling seed (the round number is added, so rounds differ).
+        seed: Shuffling seed (a site uses the round number, so rounds differ).
     """
 
     epochs: int = 5
@@ -96,6 +99,29 @@ class HeadTraining:
     batch_size: int = 64
     weight_decay: float = 1e-4
     seed: int = 0
+
+    @classmethod
+    def from_run_config(cls, run: Mapping[str, Any], seed: int = 0) -> HeadTraining:
+        """The Flower app's run config keys (``local-epochs``, ``lr``, ...) as a recipe."""
+        return cls(
+            epochs=int(run["local-epochs"]),
+            lr=float(run["lr"]),
+            batch_size=int(run["batch-size"]),
+            weight_decay=float(run["weight-decay"]),
+            seed=seed,
+        )
+
+
+def save_head(head: nn.Module, path: Path) -> Path:
+    """Write the head's arrays (:func:`get_arrays`) to an ``.npz``, in order."""
+    np.savez(path, *get_arrays(head))
+    return path
+
+
+def load_arrays(path: Path) -> list[np.ndarray]:
+    """The arrays of :func:`save_head` (or of a site's audit file), in order."""
+    with np.load(path) as data:
+        return [data[f"arr_{i}"] for i in range(sum(k.startswith("arr_") for k in data.files))]
 
 
 def train_head(

@@ -19,15 +19,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from deepfakenet import registry
 from deepfakenet.errors import ConfigError
 from deepfakenet.federated.deployment import LocalFederation, RunOutcome
-from deepfakenet.federated.head import HeadTraining, make_head, set_arrays
-from deepfakenet.federated.model import baseline_heads, calibrated, head_metrics
+from deepfakenet.federated.head import HeadTraining, load_arrays, make_head, set_arrays
+from deepfakenet.federated.model import (
+    SERVER_SETTINGS_ENV,
+    ServerSettings,
+    baseline_heads,
+    calibrated,
+    head_metrics,
+)
 from deepfakenet.federated.sites import (
     POOLED_TEST,
     SERVER_VAL,
@@ -43,19 +48,21 @@ log = logging.getLogger(__name__)
 METRICS = ("auroc", "ap", "acc", "ece")
 
 
-def run_config(cfg: DictConfig, out: Path, sites: Path, version: str, **extra: Any) -> dict:
-    """The Flower app's run config: ``cfg.run`` plus the registry and this run's files."""
+def run_config(cfg: DictConfig, sites: int, version: str, **extra: Any) -> dict[str, Any]:
+    """The Flower app's run config: ``cfg.run`` and what follows from the sites.
+
+    Flower sends the run config to every site, so nothing of the server's goes in it (see
+    :class:`~deepfakenet.federated.model.ServerSettings`). Every site must answer
+    (``min-sites``), SecAgg+ deals one share per site and needs all but one of them back
+    (at least 2), so one site may drop out mid-round.
+    """
     config = dict(OmegaConf.to_container(cfg.run, resolve=True))  # type: ignore[arg-type]
     config.update(
         {
-            "tracking-uri": str(cfg.registry.tracking_uri),
-            "model-name": str(cfg.registry.model_name),
-            "experiment-name": str(cfg.registry.experiment_name),
             "model-version": version,
-            "min-sites": int(cfg.n_sites),
-            "server-val": str(sites / SERVER_VAL),
-            "out-dir": str(out),
-            "record-received": bool(cfg.flower.record_received),
+            "min-sites": sites,
+            "num-shares": sites,
+            "reconstruction-threshold": max(2, sites - 1),
         }
     )
     config.update(extra)
@@ -81,9 +88,19 @@ def federate(
         }
         for site in sites
     ]
-    with LocalFederation(bin_dir, out / "flower", node_configs) as federation:
+    settings = ServerSettings(
+        tracking_uri=str(cfg.registry.tracking_uri),
+        model_name=str(cfg.registry.model_name),
+        experiment_name=str(cfg.registry.experiment_name),
+        artifact_location=cfg.registry.get("artifact_location"),
+        server_val=str(sites_dir / SERVER_VAL),
+        out_dir=str(out),
+        record_received=bool(cfg.flower.record_received),
+    )
+    server_env = {SERVER_SETTINGS_ENV: str(settings.write(out / "server.json"))}
+    with LocalFederation(bin_dir, out / "flower", node_configs, server_env) as federation:
         run_id = federation.submit(
-            Path(cfg.flower.app_dir), run_config(cfg, out, sites_dir, version, **extra)
+            Path(cfg.flower.app_dir), run_config(cfg, len(sites), version, **extra)
         )
         log.info("flwr run %s submitted; waiting for its rounds", run_id)
         outcome = federation.wait(run_id, float(cfg.flower.run_timeout_s))
@@ -132,11 +149,14 @@ def compare(
     val = load_split(sites_dir / SERVER_VAL)
     rows = [labelled_rows(site, version) for site in sites]
     total = sum(len(y) for _, y in rows)
-    training = HeadTraining(epochs=int(cfg.run["local-epochs"]), lr=float(cfg.run["lr"]))
+    run = run_config(cfg, len(sites), version)
+    training = HeadTraining.from_run_config(run)
     fc = champion.backbone.fc
     candidates = {"champion": (make_head("linear", fc), 0)}
     candidates.update({name: (head, total) for name, head in heads.items()})
-    baselines = baseline_heads(fc, _kind(cfg), rows, training, int(cfg.run["num-rounds"]))
+    baselines = baseline_heads(
+        fc, str(run["head"]), rows, training, int(run["num-rounds"]), int(run["adapter-hidden"])
+    )
     for name, head in baselines.items():
         n = total if name == "central" else len(rows[int(name.removeprefix("site-"))][1])
         candidates[name] = (head, n)
@@ -148,10 +168,6 @@ def compare(
     return pd.DataFrame(table)
 
 
-def _kind(cfg: DictConfig) -> str:
-    return str(cfg.run.get("head", "linear"))
-
-
 def run_federated(cfg: DictConfig) -> dict[str, Any]:
     """The whole job; returns the report written to ``out_dir/report.json``."""
     out = Path(cfg.out_dir)
@@ -161,10 +177,17 @@ def run_federated(cfg: DictConfig) -> dict[str, Any]:
     version = str(champion_version.version)
     sites_dir, sites = _sites(cfg, out, champion, version)
     outcome, result = federate(cfg, sites, sites_dir, out / "secagg", version)
-    if not outcome.succeeded or result is None:
+    if result is None:  # the ServerApp writes result.json right after registering
         raise RuntimeError(
-            f"the federated run {outcome.run_id} ended {outcome.status}/{outcome.sub_status}; "
-            f"nothing was registered. Its log: {out / 'secagg' / 'run.log'}"
+            f"the federated run {outcome.run_id} ended {outcome.status}/{outcome.sub_status} "
+            f"and registered nothing; its log: {out / 'secagg' / 'run.log'}"
+        )
+    if not outcome.succeeded:
+        log.warning(
+            "the run registered v%s but then ended %s/%s",
+            result["model_version"],
+            outcome.status,
+            outcome.sub_status,
         )
     heads: dict[str, Any] = {}
     report: dict[str, Any] = {
@@ -199,7 +222,6 @@ def run_federated(cfg: DictConfig) -> dict[str, Any]:
 
 def _head_from(cfg: DictConfig, run_out: Path, champion: Any) -> Any:
     """The head the server aggregated (its ``head.npz``) as a module."""
-    head = make_head(_kind(cfg), champion.backbone.fc, int(cfg.run.get("adapter-hidden", 64)))
-    with np.load(run_out / "head.npz") as data:
-        set_arrays(head, [data[f"arr_{i}"] for i in range(len(data.files))])
+    head = make_head(str(cfg.run.head), champion.backbone.fc, int(cfg.run["adapter-hidden"]))
+    set_arrays(head, load_arrays(run_out / "head.npz"))
     return head

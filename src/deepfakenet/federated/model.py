@@ -11,8 +11,12 @@ version becomes the champion only through the same promotion gate as a retrained
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -31,6 +35,51 @@ log = logging.getLogger(__name__)
 
 #: Version tag of every federated model version (and its prefix for the details).
 FEDERATED_TAG = "deepfakenet.federated"
+#: Environment variable of the SuperLink (and so of the ServerApp): its settings file.
+SERVER_SETTINGS_ENV = "DEEPFAKENET_FEDERATED_SERVER"
+#: Version tags copied from the base version: the data and code the backbone came from.
+LINEAGE_TAGS = ("data_version", "git_commit")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What only the server knows: never in the run config, which Flower sends to every site.
+
+    Attributes:
+        tracking_uri: The MLflow registry (may carry a password).
+        model_name: Registered model name.
+        experiment_name: Experiment of the federated run.
+        artifact_location: Artifact root for a new experiment in a local store.
+        server_val: The server's validation vectors (``server_val.npz``) for calibration.
+        out_dir: Where the ServerApp writes ``result.json``, ``head.npz``, ``received/``.
+        record_received: Keep every reply the server receives (an audit of what left sites).
+    """
+
+    tracking_uri: str
+    model_name: str
+    experiment_name: str
+    server_val: str
+    out_dir: str
+    artifact_location: str | None = None
+    record_received: bool = False
+
+    def write(self, path: Path) -> Path:
+        """Save as JSON (owner-readable only: the URI may hold a password)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2))
+        path.chmod(0o600)
+        return path
+
+    @classmethod
+    def from_env(cls) -> ServerSettings:
+        """Read the file named by ``$DEEPFAKENET_FEDERATED_SERVER``."""
+        path = os.environ.get(SERVER_SETTINGS_ENV)
+        if not path:
+            raise RuntimeError(f"{SERVER_SETTINGS_ENV} is not set: the ServerApp has no settings")
+        settings = cls(**json.loads(Path(path).read_text()))
+        if not Path(settings.server_val).is_file():
+            raise FileNotFoundError(f"server_val {settings.server_val} does not exist")
+        return settings
 
 
 def with_head(champion: DeepfakeNet, head: nn.Module) -> DeepfakeNet:
@@ -80,28 +129,33 @@ def calibrated(
 
 def register_federated(
     net: DeepfakeNet,
-    model_name: str,
-    experiment_name: str,
+    settings: ServerSettings,
+    base: ModelVersion,
     params: Mapping[str, Any],
     metrics: Mapping[str, float | None],
     tags: Mapping[str, str],
-    artifact_location: str | None = None,
 ) -> ModelVersion:
     """Log ``net`` in a run of its own and register it (tagged federated; no alias is moved).
 
-    The version tags are set only after the model is logged, and the run ends FINISHED only
-    after they are: a server that dies on the way leaves a FAILED run and, at worst, a version
-    without the ``deepfakenet.federated`` tag, which the gate and the service never pick up
-    because nothing aliases it.
+    The version is created with its tags in one call (:func:`registry.log_and_register`), so a
+    server that dies on the way leaves at most a FAILED run, never an untagged version. The
+    base version's lineage tags (data version, git commit) are carried over: the backbone, and
+    with it everything but the head, comes from there.
     """
     client = mlflow.MlflowClient()
-    experiment = registry.experiment_id(client, experiment_name, artifact_location)
-    version_tags = {FEDERATED_TAG: "true", **{f"{FEDERATED_TAG}.{k}": v for k, v in tags.items()}}
+    experiment = registry.experiment_id(
+        client, settings.experiment_name, settings.artifact_location
+    )
+    version_tags = {
+        **{k: v for k, v in (base.tags or {}).items() if k in LINEAGE_TAGS},
+        FEDERATED_TAG: "true",
+        **{f"{FEDERATED_TAG}.{k}": v for k, v in tags.items()},
+    }
     with mlflow.start_run(experiment_id=experiment, run_name="federated") as run:
         mlflow.set_tags({FEDERATED_TAG: "true", **version_tags})
         mlflow.log_params(dict(params))
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
-        version = registry.log_and_register(net, model_name, tags=version_tags)
+        version = registry.log_and_register(net, settings.model_name, tags=version_tags)
         log.info("registered federated v%s (run %s)", version.version, run.info.run_id)
     return version
 
@@ -112,17 +166,18 @@ def baseline_heads(
     sites: Sequence[tuple[np.ndarray, np.ndarray]],
     training: HeadTraining,
     rounds: int,
+    hidden: int = 64,
 ) -> dict[str, nn.Module]:
     """The heads the federated one is measured against: central (the union) and each site's.
 
     Each trains the same total number of epochs as a site does over all rounds, from the same
     start (the champion's final layer), so the only difference is which rows it sees.
     """
-    long = HeadTraining(**{**training.__dict__, "epochs": training.epochs * rounds})
+    long = replace(training, epochs=training.epochs * rounds)
     heads: dict[str, nn.Module] = {}
     pooled = [(f, y) for f, y in sites if len(y)]
     if pooled:
-        central = make_head(kind, champion_fc)
+        central = make_head(kind, champion_fc, hidden)
         train_head(
             central,
             np.concatenate([f for f, _ in pooled]),
@@ -132,7 +187,7 @@ def baseline_heads(
         heads["central"] = central
     for k, (features, labels) in enumerate(sites):
         if len(labels):
-            local = make_head(kind, champion_fc)
+            local = make_head(kind, champion_fc, hidden)
             train_head(local, features, labels, long)
             heads[f"site-{k}"] = local
     return heads

@@ -25,7 +25,7 @@ from deepfakenet.features import (
     write_features,
 )
 from deepfakenet.labels import FAKE_LABEL, LABELS, REAL_LABEL
-from deepfakenet.store import PredictionRecord, Store, new_id, utcnow
+from deepfakenet.store import PredictionRecord, Store, collect_labels, new_id, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -44,26 +44,37 @@ class Site:
     features_dir: str
 
 
-def labelled_rows(site: Site, model_version: str) -> tuple[np.ndarray, np.ndarray]:
+def labelled_rows(
+    site: Site, model_version: str, min_votes: int = 1, tie: str = "skip"
+) -> tuple[np.ndarray, np.ndarray]:
     """The site's labelled vectors of ``model_version``: ``(N x 512 float32, N labels 0/1)``.
 
-    One row per image (content hash): when an image was scored and labelled several times, the
-    latest vote on it counts once, so a re-uploaded image does not weigh more than another.
-    Rows of other model versions are left out: their vectors come from another backbone.
+    Labels follow the project's one rule (:func:`deepfakenet.store.collect_labels`, as
+    retraining reads them): per image, each client's latest vote, the majority of them, ties
+    skipped; every labelled image counts, used by retraining or not. The vector is the latest
+    one ``model_version`` stored for the image (one row per image, however often it was
+    scored); rows of other versions are left out: another backbone made them.
     """
     store = Store(site.store_url)  # a site that has recorded nothing yet has empty tables
     try:
-        feedback = store.feedback_frame(model_versions=[model_version])
+        labels, _ = collect_labels(store, min_votes, tie, fresh_only=False)
+        scored = store.predictions_frame(model_versions=[model_version])
     finally:
         store.close()
     vectors = read_features(site.features_dir, model_versions=[model_version])
-    if feedback.empty or vectors.empty:
+    if labels.empty or vectors.empty:
         return np.zeros((0, FEATURE_DIM), np.float32), np.zeros(0, np.int64)
-    joined = feedback.merge(vectors[["prediction_id", "features"]], on="prediction_id")
-    joined = joined.sort_values("created_at", kind="stable").groupby("sha256").tail(1)
-    joined = joined.sort_values("sha256", kind="stable")
-    labels = joined["human_label"].map({label: i for i, label in enumerate(LABELS)})
-    return feature_matrix(joined), labels.to_numpy(dtype=np.int64)
+    joined = (
+        vectors[["prediction_id", "created_at", "features"]]
+        .merge(scored[["id", "sha256"]], left_on="prediction_id", right_on="id")
+        .sort_values("created_at", kind="stable")
+        .groupby("sha256")
+        .tail(1)
+        .merge(labels[["sha256", "label"]], on="sha256")
+        .sort_values("sha256", kind="stable")
+    )
+    targets = joined["label"].map({label: i for i, label in enumerate(LABELS)})
+    return feature_matrix(joined), targets.to_numpy(dtype=np.int64)
 
 
 def non_iid_sites(index: pd.DataFrame, n_sites: int) -> pd.Series:
@@ -84,7 +95,12 @@ def non_iid_sites(index: pd.DataFrame, n_sites: int) -> pd.Series:
 
 
 def write_site(
-    site: Site, rows: pd.DataFrame, features: np.ndarray, prob_fake: np.ndarray, version: str
+    site: Site,
+    rows: pd.DataFrame,
+    features: np.ndarray,
+    prob_fake: np.ndarray,
+    version: str,
+    threshold: float = 0.5,
 ) -> int:
     """Record ``rows`` at ``site`` as a service would: predictions, vectors, and the feedback.
 
@@ -103,8 +119,8 @@ def write_site(
                 model_name="deepfakenet",
                 model_version=version,
                 prob_fake=float(prob),
-                label=FAKE_LABEL if prob >= 0.5 else REAL_LABEL,
-                threshold=0.5,
+                label=FAKE_LABEL if prob >= threshold else REAL_LABEL,
+                threshold=threshold,
                 sha256=str(row["sha256"]),
                 width=int(row["width"]),
                 height=int(row["height"]),
