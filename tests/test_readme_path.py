@@ -127,6 +127,9 @@ README_COMMANDS: dict[str, tuple[str, ...] | str] = {
     "(make test builds it; CI: .ci/run)",
     "make federated-demo": "not run: the demo data set's champion (make demo first); the same "
     "job runs on tiny data in tests/test_federated.py::test_a_secagg_round_on_three_supernodes",
+    "python training/federated.py": (
+        "tests/test_federated.py::test_a_secagg_round_on_three_supernodes",
+    ),
     "make federated-promote VERSION=4": (FEDERATED_GATE,),
     "make federated-promote": (FEDERATED_GATE,),
     # scaling out

@@ -34,7 +34,7 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -476,7 +476,8 @@ def _retrain_locked(
         )
 
         report.job_run_id = _start_job_run(client, cfg, report)
-        try:
+
+        def train_and_compare() -> None:
             _train_and_compare(cfg, settings, train_cfg, client, champion, report)
             # Consumed whatever the decision: the images are in this data version now.
             store.mark_feedback_used(
@@ -484,22 +485,8 @@ def _retrain_locked(
                 used_by=f"data:{report.data_version} run:{report.job_run_id}",
                 collected_at=collected_at,
             )
-            if report.status == "promoted":  # the last change, after everything else held
-                registry.promote(client, name, report.challenger_version)
-                report.promoted_at = utcnow().isoformat()
-        except BaseException as err:
-            report.reasons.append(f"failed: {type(err).__name__}: {redact(err, cfg.store.url)}")
-            report.status = "failed"
-            _end_run(client, report.job_run_id, "FAILED", decision="failed")
-            _finish(settings.report_dir, report)
-            log.error("retraining failed; the champion is unchanged")
-            raise
-        # The alias has moved (or the champion was kept): from here on nothing may turn the run
-        # into a failure, so ending the run is best effort.
-        _end_run(client, report.job_run_id, "FINISHED")
-        if report.status == "promoted":
-            notify_service(cfg.notify)
-        return _finish(settings.report_dir, report)
+
+        return _judged(cfg, settings, client, report, train_and_compare, "retraining")
     finally:
         store.close()
 
@@ -525,22 +512,43 @@ def _gate_registered(
         return _finish(settings.report_dir, report)
     report.data_version = data_version(Path(settings.paths.root_dir) / "data.dvc")
     report.job_run_id = _start_job_run(client, cfg, report)
-    try:
+
+    def compare() -> None:
         import hydra  # heavy: only where a data module is built
 
         datamodule: DeepfakeDataModule = hydra.utils.instantiate(
             train_cfg.data, data_dir=settings.paths.data_dir
         )
         _compare(settings, train_cfg, client, champion, challenger, datamodule, report)
+
+    return _judged(cfg, settings, client, report, compare, "the gate")
+
+
+def _judged(
+    cfg: DictConfig,
+    settings: RetrainSchema,
+    client: Any,
+    report: RetrainReport,
+    work: Callable[[], None],
+    job: str,
+) -> RetrainReport:
+    """Run ``work`` (it sets ``report.status``), then move the alias if it said "promoted".
+
+    Moving the alias is the very last change, after everything else held. A failure anywhere
+    marks the job's run FAILED, writes the report and re-raises: nothing has moved. After the
+    alias moved, nothing may turn the run into a failure, so ending the run is best effort.
+    """
+    try:
+        work()
         if report.status == "promoted":
-            registry.promote(client, name, report.challenger_version)
+            registry.promote(client, settings.registry.model_name, report.challenger_version)
             report.promoted_at = utcnow().isoformat()
     except BaseException as err:
         report.reasons.append(f"failed: {type(err).__name__}: {redact(err, cfg.store.url)}")
         report.status = "failed"
         _end_run(client, report.job_run_id, "FAILED", decision="failed")
         _finish(settings.report_dir, report)
-        log.error("the gate failed; the champion is unchanged")
+        log.error("%s failed; the champion is unchanged", job)
         raise
     _end_run(client, report.job_run_id, "FINISHED")
     if report.status == "promoted":

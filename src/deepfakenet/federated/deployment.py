@@ -223,76 +223,50 @@ class LocalFederation:
         path = self.home / "logs" / f"{name}.log"
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
-    def submit(self, app_dir: Path, run_config: Mapping[str, Any]) -> str:
-        """``flwr run`` the app with ``run_config``; return the run id (the run goes on)."""
-        config_file = toml_file(self.home / "run-config.toml", run_config)
-        out = subprocess.run(
-            [
-                str(self.bin_dir / "flwr"),
-                "run",
-                str(app_dir),
-                CONNECTION,
-                "--run-config",
-                str(config_file),
-                "--format",
-                "json",
-            ],
+    def flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run a ``flwr`` command against this federation's SuperLink (text output)."""
+        return subprocess.run(
+            [str(self.bin_dir / "flwr"), *args],
             env=self.env,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=timeout,
             check=False,
         )
-        try:
-            reply = json.loads(out.stdout)
-        except json.JSONDecodeError:
-            reply = {}
+
+    def submit(self, app_dir: Path, run_config: Mapping[str, Any]) -> str:
+        """``flwr run`` the app with ``run_config``; return the run id (the run goes on)."""
+        config_file = toml_file(self.home / "run-config.toml", run_config)
+        out = self.flwr(
+            "run", str(app_dir), CONNECTION, "--run-config", str(config_file), "--format", "json"
+        )
+        reply = _json(out.stdout)
         if out.returncode != 0 or "run-id" not in reply:
             raise RuntimeError(f"flwr run failed ({out.returncode}): {out.stdout}{out.stderr}")
         return str(reply["run-id"])
 
     def wait(self, run_id: str, timeout: float) -> RunOutcome:
-        """Stream the run's log until it ends (or ``timeout``); return how it ended."""
+        """Stream the run's log until it ends (or ``timeout``, then stop it); how it ended.
+
+        ``flwr log`` exits 0 whatever the run did: the outcome is Flower's status of the run.
+        """
         started = time.monotonic()
         try:
-            streamed = subprocess.run(
-                [str(self.bin_dir / "flwr"), "log", run_id, CONNECTION, "--stream"],
-                env=self.env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            ).stdout
+            streamed = self.flwr("log", run_id, CONNECTION, "--stream", timeout=timeout).stdout
         except subprocess.TimeoutExpired as err:
-            streamed = (err.stdout or b"").decode(errors="replace") if err.stdout else ""
+            streamed = err.stdout.decode(errors="replace") if isinstance(err.stdout, bytes) else ""
             log.error("run %s still going after %.0f s: stopping it", run_id, timeout)
-            subprocess.run(
-                [str(self.bin_dir / "flwr"), "stop", run_id, CONNECTION],
-                env=self.env,
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
+            self.flwr("stop", run_id, CONNECTION, timeout=60)
         status, sub_status = self.status(run_id)
         return RunOutcome(run_id, status, sub_status, streamed, time.monotonic() - started)
 
     def status(self, run_id: str) -> tuple[str, str]:
         """Flower's ``(status, sub-status)`` of a run, e.g. ``("finished", "completed")``."""
-        out = subprocess.run(
-            [str(self.bin_dir / "flwr"), "ls", CONNECTION, "--run-id", run_id, "--format", "json"],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        try:
-            run = json.loads(out.stdout)["runs"][0]
-        except (json.JSONDecodeError, KeyError, IndexError):
-            return "unknown", out.stdout.strip() or out.stderr.strip()
-        status = str(run.get("status", "unknown"))
+        out = self.flwr("ls", CONNECTION, "--run-id", run_id, "--format", "json", timeout=60)
+        runs = _json(out.stdout).get("runs") or [{}]
+        status = str(runs[0].get("status", "unknown"))
         main, _, sub = status.partition(":")
-        return main.strip().lower(), sub.strip().lower()
+        return main.strip().lower(), sub.strip().lower() or out.stderr.strip()
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM every process and what it started (nodes first); SIGKILL what is left.
@@ -330,3 +304,16 @@ class LocalFederation:
             for handle in self._logs:
                 handle.close()
             self._logs.clear()
+
+
+def _json(text: str) -> dict[str, Any]:
+    """The JSON object a ``flwr ... --format json`` printed (from its first ``{`` on).
+
+    Flower may print warnings before it; anything unreadable is an empty answer.
+    """
+    start = text.find("{")
+    try:
+        value = json.loads(text[start:]) if start >= 0 else {}
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
