@@ -203,7 +203,7 @@ def main(grid: Grid, context: Context) -> None:
         )
     set_arrays(head, legacy.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays())
     val = load_split(settings.server_val)
-    net, calibration = calibrated(champion, head, val)
+    net, calibration = calibrated(champion, head, val, settings.calibration_config)
     val_metrics = head_metrics(head, val[0], val[1], net)
     save_head(head, out / "head.npz")
     tags = {

@@ -151,7 +151,7 @@ def train_head(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
         loss_value = total / max(len(x), 1)
     head.eval()
     return loss_value

@@ -23,6 +23,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from deepfakenet import registry
+from deepfakenet.calibration import CalibrationConfig
 from deepfakenet.errors import ConfigError
 from deepfakenet.federated.deployment import LocalFederation, RunOutcome
 from deepfakenet.federated.head import HeadTraining, load_arrays, make_head, set_arrays
@@ -69,6 +70,12 @@ def run_config(cfg: DictConfig, sites: int, version: str, **extra: Any) -> dict[
     return config
 
 
+def calibration_fields(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg.calibration`` as :class:`CalibrationConfig` fields (empty: its defaults)."""
+    fields = OmegaConf.to_container(cfg.get("calibration") or {}, resolve=True)
+    return {k: v for k, v in dict(fields).items() if k != "_target_"}  # type: ignore[arg-type]
+
+
 def federate(
     cfg: DictConfig, sites: list[Site], sites_dir: Path, out: Path, version: str, **extra: Any
 ) -> tuple[RunOutcome, dict[str, Any] | None]:
@@ -96,6 +103,7 @@ def federate(
         server_val=str(sites_dir / SERVER_VAL),
         out_dir=str(out),
         record_received=bool(cfg.flower.record_received),
+        calibration=calibration_fields(cfg),
     )
     server_env = {SERVER_SETTINGS_ENV: str(settings.write(out / "server.json"))}
     with LocalFederation(bin_dir, out / "flower", node_configs, server_env) as federation:
@@ -161,8 +169,9 @@ def compare(
         n = total if name == "central" else len(rows[int(name.removeprefix("site-"))][1])
         candidates[name] = (head, n)
     table = []
+    calibration = CalibrationConfig(**calibration_fields(cfg))
     for name, (head, n) in candidates.items():
-        net, _ = calibrated(champion, head, val)
+        net, _ = calibrated(champion, head, val, calibration)
         metrics = head_metrics(head, test[0], test[1], net)
         table.append({"head": name, "rows": n, **{m: metrics.get(m) for m in METRICS}})
     return pd.DataFrame(table)
@@ -211,9 +220,10 @@ def run_federated(cfg: DictConfig) -> dict[str, Any]:
 
     (out / "comparison.md").write_text(to_markdown(table) + "\n")
     log.info(
-        "federated v%s registered (not aliased; promote through the gate: "
+        "federated v%s registered%s (not aliased; promote through the gate: "
         "python training/retrain.py challenger=%s). Pooled test split:\n%s",
         result["model_version"],
+        f", with DP v{report['federated_dp_version']}" if "federated_dp_version" in report else "",
         result["model_version"],
         to_markdown(table),
     )

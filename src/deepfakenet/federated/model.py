@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ class ServerSettings:
         server_val: The server's validation vectors (``server_val.npz``) for calibration.
         out_dir: Where the ServerApp writes ``result.json``, ``head.npz``, ``received/``.
         record_received: Keep every reply the server receives (an audit of what left sites).
+        calibration: Fields of :class:`CalibrationConfig` (``conf/calibration``).
     """
 
     tracking_uri: str
@@ -62,6 +63,12 @@ class ServerSettings:
     out_dir: str
     artifact_location: str | None = None
     record_received: bool = False
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def calibration_config(self) -> CalibrationConfig:
+        """The calibration rule the server applies."""
+        return CalibrationConfig(**self.calibration)
 
     def write(self, path: Path) -> Path:
         """Save as JSON (owner-readable only: the URI may hold a password)."""
