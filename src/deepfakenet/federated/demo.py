@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -32,37 +31,36 @@ from deepfakenet.federated.sites import (
     non_iid_sites,
     write_site,
 )
-from deepfakenet.labels import FAKE_LABEL, LABELS, REAL_LABEL
+from deepfakenet.inference import score_batch
+from deepfakenet.labels import FAKE_LABEL, REAL_LABEL
 from deepfakenet.models.net import DeepfakeNet
 from deepfakenet.preprocessing import build_transform
 
 log = logging.getLogger(__name__)
 
 
-@torch.inference_mode()
 def embed_rows(
     net: DeepfakeNet, rows: pd.DataFrame, batch_size: int = 64, desc: str = "embedding"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors and logits of indexed images, through the one evaluation transform.
+    """Vectors and calibrated P(fake) of indexed images, as the service would score them.
 
-    The same centre crop the service and the evaluation take (no resizing), so these are the
-    vectors a service running ``net`` would have stored for these images.
+    The one evaluation transform (a centre crop, no resizing) and the one scoring path
+    (:func:`deepfakenet.inference.score_batch`), so these are the vectors and probabilities a
+    service running ``net`` would have stored for these images.
 
     Returns:
-        ``(N x 512 float32 vectors, N x 2 logits)`` in the order of ``rows``.
+        ``(N x 512 float32 vectors, N probabilities)`` in the order of ``rows``.
     """
     net = net.cpu().eval()
     loader = DataLoader(
         ImageDataset(rows, build_transform(net.crop_size, train=False)), batch_size=batch_size
     )
-    features, logits = [], []
+    features, prob = [np.zeros((0, FEATURE_DIM), np.float32)], [np.zeros(0, np.float32)]
     for x, _ in tqdm(loader, desc=desc, leave=False):
-        f = net.features(x)
-        features.append(f)
-        logits.append(net.backbone.fc(f))
-    if not features:
-        return np.zeros((0, FEATURE_DIM), np.float32), np.zeros((0, len(LABELS)), np.float32)
-    return torch.cat(features).numpy(), torch.cat(logits).numpy()
+        scores = score_batch(net, x)
+        features.append(scores.features.numpy())
+        prob.append(scores.prob_fake.numpy())
+    return np.concatenate(features), np.concatenate(prob)
 
 
 def prepare_demo(
@@ -108,8 +106,7 @@ def prepare_demo(
         folder = out / f"site-{k}"
         site = Site(f"site-{k}", f"sqlite:///{folder / 'records.db'}", str(folder / "features"))
         rows = train[site_of == k]
-        features, logits = embed_rows(net, rows, batch_size, desc=f"site {k} vectors")
-        prob = net.prob_from_logits(torch.as_tensor(logits)).numpy() if len(rows) else logits
+        features, prob = embed_rows(net, rows, batch_size, desc=f"site {k} vectors")
         folder.mkdir(parents=True, exist_ok=True)
         written = write_site(site, rows, features, prob, version, float(net.threshold))
         log.info(
