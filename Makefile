@@ -29,7 +29,7 @@ export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: help setup federated-setup federated-demo federated-promote demo data train evaluate generalisation retrain rollback bento serve bento-build dashboards test test-fast lint format mlflow-ui clean
+.PHONY: help setup federated-setup federated-demo federated-promote demo data train evaluate video-eval generalisation retrain rollback bento serve bento-build dashboards test test-fast lint format mlflow-ui clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -75,15 +75,19 @@ train: setup ## Train on data/ (extra Hydra overrides: make train ARGS="trainer.
 evaluate: setup ## Evaluate a registered model (make evaluate REF=champion|latest|<N> ARGS=...)
 	$(PY) training/evaluate.py model_ref=$(or $(REF),latest) $(ARGS)
 
+video-eval: setup ## Clips from the data tree: choose the video rule on val, report it on test
+	$(PY) training/video.py model_ref=$(or $(REF),champion) $(ARGS)
+
 # Trains one model per fold (every family out, every source out, plus one on everything): 23
 # trainings of the demo recipe, about 80 min on 2 CPUs; choose folds with ARGS="protocol.sources=[...]
 # protocol.families=[...]"; ARGS="--quick" runs it on tiny data in a minute.
 generalisation: setup ## Leave-one-out + perturbation table of a recipe (EXP=demo|generalise)
 	$(PY) benchmarks/generalisation.py experiment=$(or $(EXP),demo) $(ARGS)
 
-demo: data ## The main job: data -> DVC -> train -> register -> evaluate, on the embedded default
+demo: data ## The main job: data -> DVC -> train -> register -> evaluate (+ clips), embedded default
 	$(PY) training/train.py experiment=demo
 	$(PY) training/evaluate.py model_ref=latest robustness=true
+	$(PY) training/video.py model_ref=latest
 	@echo
 	@echo "Test metrics: reports/evaluate/latest/metrics.json (per source and family: per_group.md,"
 	@echo "under JPEG, downscaling, blur and a camera's mosaic + demosaic: robustness.md)"

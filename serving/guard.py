@@ -164,8 +164,10 @@ class UploadGuard:
 
     Args:
         app: The ASGI app to protect.
-        max_bytes: Largest accepted image upload (multipart) body.
-        routes: Image route path -> names of the text fields it accepts besides ``image``.
+        max_bytes: Largest accepted upload (multipart) body, unless ``byte_limits`` says more.
+        routes: Upload route path -> names of the text fields it accepts besides its file.
+        file_fields: Upload route path -> the name of its one file field (default ``image``).
+        byte_limits: Upload route path -> its own body limit (e.g. a video route's).
         json_routes: Route path -> largest accepted JSON body (e.g. ``/feedback``).
         read_timeout_s: Longest time to receive a guarded route's body; slower ones get 408.
         internal_routes: Paths only the service's in-process client may call; the network gets
@@ -182,6 +184,8 @@ class UploadGuard:
         routes: dict[str, set[str]],
         json_routes: dict[str, int],
         read_timeout_s: float = 30.0,
+        file_fields: dict[str, str] | None = None,
+        byte_limits: dict[str, int] | None = None,
         internal_routes: frozenset[str] = frozenset(),
         bearer_tokens: dict[str, str] | None = None,
         openapi: Callable[[], dict[str, Any]] | None = None,
@@ -191,6 +195,8 @@ class UploadGuard:
         self.max_bytes = max_bytes
         self.routes = routes
         self.json_routes = json_routes
+        self.file_fields = file_fields or {}
+        self.byte_limits = byte_limits or {}
         self.read_timeout_s = read_timeout_s
         self.internal_routes = internal_routes
         self.bearer_tokens = {
@@ -244,7 +250,7 @@ class UploadGuard:
                     {"www-authenticate": "Bearer"},
                 )
                 return
-        limit = self.json_routes.get(path, self.max_bytes)
+        limit = self.json_routes.get(path, self.byte_limits.get(path, self.max_bytes))
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             await self._reject(scope, receive, send, 413, self._too_large(int(declared), limit))
@@ -255,7 +261,8 @@ class UploadGuard:
         if path in self.json_routes:
             problem = self._check_json(scope)
         else:
-            problem = await self._check_form(scope, body, self.routes[path])
+            field = self.file_fields.get(path, "image")
+            problem = await self._check_form(scope, body, field, self.routes[path])
         if problem is not None:
             await self._reject(scope, receive, send, 400, problem)
             return
@@ -310,17 +317,19 @@ class UploadGuard:
         return None
 
     @staticmethod
-    async def _check_form(scope: Scope, body: bytes, text_fields: set[str]) -> str | None:
+    async def _check_form(
+        scope: Scope, body: bytes, field: str, text_fields: set[str]
+    ) -> str | None:
         """Why the form is unacceptable, or None when it is a proper single-file upload."""
         headers = Headers(scope=scope)
         content_type = headers.get("content-type", "")
         media_type, _, params = content_type.partition(";")
         if media_type.strip().lower() != "multipart/form-data":
-            return "send the image as multipart/form-data, in a file field named 'image'"
+            return f"send the upload as multipart/form-data, in a file field named {field!r}"
         if "boundary=" not in params.lower():
             return "malformed multipart body: the content-type has no boundary"
         if not body:
-            return "empty body: send the image in a file field named 'image'"
+            return f"empty body: send the upload in a file field named {field!r}"
 
         async def once() -> AsyncIterator[bytes]:
             yield body
@@ -333,18 +342,18 @@ class UploadGuard:
         except Exception as err:  # any parse failure of client bytes is the client's error
             return f"malformed multipart body: {err}"
         try:
-            images = form.getlist("image")
-            if len(images) != 1:
-                return f"exactly one file is expected in form field 'image', got {len(images)}"
-            if not isinstance(images[0], UploadFile):
-                return "form field 'image' must be a file upload, not a text value"
+            files = form.getlist(field)
+            if len(files) != 1:
+                return f"exactly one file is expected in form field {field!r}, got {len(files)}"
+            if not isinstance(files[0], UploadFile):
+                return f"form field {field!r} must be a file upload, not a text value"
             # BentoML names its temporary file after the upload's file name: a name the file
             # system refuses ("File name too long") would be a 500 inside the framework.
-            name = (images[0].filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+            name = (files[0].filename or "").replace("\\", "/").rsplit("/", 1)[-1]
             if len(name.encode("utf-8", "surrogateescape")) > MAX_FILENAME_BYTES:
                 return f"the upload's file name is over {MAX_FILENAME_BYTES} bytes"
             for name, value in form.multi_items():
-                if name != "image" and (isinstance(value, UploadFile) or name not in text_fields):
+                if name != field and (isinstance(value, UploadFile) or name not in text_fields):
                     return f"unexpected form field {name!r}"
         finally:
             await form.close()

@@ -20,18 +20,21 @@ from serving.schemas import ErrorOut
 ERROR_SCHEMA = "Error"
 #: Media types of the ``image`` part that the decoder opens (``deepfakenet.imaging``).
 IMAGE_MEDIA_TYPES = "image/png, image/jpeg, image/webp, image/gif, image/bmp, image/tiff"
+#: Media types of the ``video`` part: the containers ``deepfakenet.video`` accepts.
+VIDEO_MEDIA_TYPES = "video/mp4, video/quicktime, video/x-matroska, video/webm, video/x-msvideo"
 
 #: What each error status means, whichever route answers it.
 _STATUS_TEXT = {
     400: "The request is malformed: a missing or unexpected field, a body that is not a proper "
-    "multipart form or JSON object, an invalid value, or an image that cannot be decoded.",
+    "multipart form or JSON object, an invalid value, an image or video that cannot be decoded, "
+    "or a clip that breaks a limit (duration, frames, decode time).",
     401: "The route requires a bearer token (Authorization: Bearer <token>) and none or a wrong "
     "one was sent.",
     404: "No such resource (for feedback: no prediction with this id; for the admin route: "
     "reloading is not enabled on this server).",
     408: "The request body did not arrive within the server's read timeout.",
     409: "The registry's champion cannot be loaded.",
-    413: "The request body or the decoded image is over the server's limit.",
+    413: "The request body, the decoded image or a video frame is over the server's limit.",
     500: "The server failed; the log has the details.",
     503: "The server is overloaded or not ready (requests waited longer than the batcher's "
     "latency budget).",
@@ -43,13 +46,20 @@ _ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("post", "/predict"): _IMAGE,
     ("post", "/features"): _IMAGE,
     ("post", "/explain"): (400, 408, 413, 500, 504),
+    ("post", "/predict_video"): _IMAGE,
     ("post", "/feedback"): (400, 404, 408, 413, 500, 504),
     ("get", "/model"): (500, 504),
     ("post", "/admin/reload"): (401, 404, 409, 500, 504),
     ("get", "/readyz"): (500, 503),
 }
-_REQUIRED_BODIES = ("/predict", "/features", "/explain", "/feedback")
-_MULTIPART_ROUTES = ("/predict", "/features", "/explain")
+_REQUIRED_BODIES = ("/predict", "/features", "/explain", "/feedback", "/predict_video")
+#: Multipart routes -> their one file part and its media types.
+_MULTIPART_ROUTES = {
+    "/predict": ("image", IMAGE_MEDIA_TYPES),
+    "/features": ("image", IMAGE_MEDIA_TYPES),
+    "/explain": ("image", IMAGE_MEDIA_TYPES),
+    "/predict_video": ("video", VIDEO_MEDIA_TYPES),
+}
 #: BentoML's own error components and FastAPI's validation ones, replaced by the one schema.
 _REPLACED_SCHEMAS = (
     "InvalidArgument",
@@ -85,7 +95,7 @@ def document_service(
 
     Returns:
         The document: one error schema for every 4xx/5xx, every status each route answers,
-        required request bodies, the image part's media types.
+        required request bodies, the file part's media types.
     """
     doc = copy.deepcopy(spec)
     paths: dict[str, Any] = doc.setdefault("paths", {})
@@ -123,7 +133,8 @@ def document_service(
                 form = body.get("content", {}).get("multipart/form-data")
                 if form is not None:
                     form["schema"]["additionalProperties"] = False
-                    form["encoding"] = {"image": {"contentType": IMAGE_MEDIA_TYPES}}
+                    field, media_types = _MULTIPART_ROUTES[path]
+                    form["encoding"] = {field: {"contentType": media_types}}
     _drop_unreferenced_schemas(doc)
     return doc
 

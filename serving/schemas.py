@@ -29,6 +29,34 @@ class ErrorOut(BaseModel):
     error: str = Field(description="Why the request failed, in words a person can act on.")
 
 
+class ProvenanceOut(BaseModel):
+    """The upload's C2PA content credentials, read before decoding (:mod:`deepfakenet.provenance`).
+
+    Evidence beside the verdict, never a part of it: the verdict is the pixel model's alone.
+    """
+
+    manifest_present: bool = Field(description="Whether the upload carries a C2PA manifest.")
+    validation_state: Literal["Valid", "Trusted", "Invalid"] | None = Field(
+        description="C2PA validation: Valid (intact, signed, signer not among the server's trust "
+        "anchors), Trusted (also signed by a trusted authority), Invalid; null without a "
+        "manifest."
+    )
+    failure_codes: list[str] = Field(description="C2PA validation failure codes, if any.")
+    claim_generator: str | None = Field(description="What made the active manifest.")
+    signer: str | None = Field(description="Who signed the active manifest.")
+    digital_source_type: str | None = Field(
+        description="Declared IPTC digital source type, e.g. trainedAlgorithmicMedia."
+    )
+    ai_generated_declared: bool = Field(
+        description="The manifest declares the content made by a generative model."
+    )
+    capture_declared: bool = Field(description="The manifest declares a camera capture.")
+    disagrees: bool = Field(
+        description="The declaration contradicts the verdict: AI declared (valid signature) but "
+        "judged real, or a trusted capture claim but judged fake."
+    )
+
+
 class PredictionOut(BaseModel):
     """The verdict on one image."""
 
@@ -36,6 +64,7 @@ class PredictionOut(BaseModel):
     label: Literal["real", "fake"] = Field(description="Decision at the model's threshold.")
     prob_fake: float = Field(ge=0, le=1, description="Calibrated probability of 'fake'.")
     model_version: str = Field(description="Registered model version that scored the image.")
+    provenance: ProvenanceOut = Field(description="The upload's C2PA content credentials.")
 
 
 class ExplanationOut(PredictionOut):
@@ -45,6 +74,40 @@ class ExplanationOut(PredictionOut):
     heatmap_png: str = Field(description="Base64 PNG: the heat map over the scored crop.")
     cam: list[list[float]] = Field(description="Grad-CAM at the layer's resolution, in [0, 1].")
     layer: str = Field(description="Backbone layer explained.")
+
+
+class FramePoint(BaseModel):
+    """One sampled frame of a clip on the timeline."""
+
+    t: float = Field(ge=0, description="Presentation time of the frame, in seconds.")
+    prob_fake: float = Field(ge=0, le=1, description="Calibrated probability of 'fake'.")
+
+
+class StrongestFrame(FramePoint):
+    """The sampled frame with the highest P(fake), and where the model looked in it."""
+
+    index: int = Field(ge=0, description="Position of the frame in ``frames``.")
+    heatmap_png: str = Field(description="Base64 PNG: the Grad-CAM of 'fake' over its crop.")
+
+
+class VideoPredictionOut(BaseModel):
+    """The verdict on one clip: an aggregate of its sampled frames' verdicts."""
+
+    prediction_id: str = Field(description="Id to send feedback for this clip.")
+    label: Literal["real", "fake"] = Field(description="Decision on the clip's score.")
+    prob_fake: float = Field(
+        ge=0, le=1, description="The clip's score: the ``quantile`` of its frames' P(fake)."
+    )
+    threshold: float = Field(description="The clip is 'fake' when its score reaches this.")
+    quantile: float = Field(description="Quantile of the frame scores that makes the clip's.")
+    model_version: str = Field(description="Registered model version that scored the frames.")
+    duration_s: float = Field(description="The clip's duration, in seconds.")
+    width: int
+    height: int
+    sampled_fps: float = Field(description="Frames scored per second of video.")
+    frames: list[FramePoint] = Field(description="The timeline: every scored frame, in order.")
+    strongest: StrongestFrame
+    provenance: ProvenanceOut = Field(description="The upload's C2PA content credentials.")
 
 
 class FeaturesOut(BaseModel):

@@ -30,6 +30,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -52,7 +53,9 @@ from deepfakenet.errors import (
     RegistryError,
 )
 from deepfakenet.imaging import DecodeLimits, decode_image
-from deepfakenet.settings import ServiceSettings
+from deepfakenet.provenance import Provenance, ProvenanceReader
+from deepfakenet.settings import DEFAULT_VIDEO_QUANTILE, ServiceSettings
+from deepfakenet.video import SampledVideo, VideoLimits, clip_score, sample_frames
 from serving.clients import AccessLogPseudonymiser, ClientKeyer, load_or_create_salt
 from serving.errors import client_error, client_host
 from serving.guard import UploadGuard
@@ -61,10 +64,14 @@ from serving.schemas import (
     ExplanationOut,
     FeaturesOut,
     FeedbackOut,
+    FramePoint,
     ModelOut,
     PredictionOut,
+    ProvenanceOut,
     ScoreItem,
     ScoreResult,
+    StrongestFrame,
+    VideoPredictionOut,
 )
 
 with bentoml.importing():
@@ -75,7 +82,7 @@ with bentoml.importing():
     from deepfakenet.features import FeatureWriter
     from deepfakenet.inference import scores_from_outputs
     from deepfakenet.labels import LABELS
-    from deepfakenet.preprocessing import crop, denormalize, normalize
+    from deepfakenet.preprocessing import PilCenterCrop, crop, denormalize, normalize
     from deepfakenet.recording import Recorder
     from deepfakenet.runtime import ChampionWatcher, LoadedModel, ModelHolder
     from deepfakenet.store import ImageArchive, PredictionRecord, Store, new_id, utcnow
@@ -135,6 +142,21 @@ class DeepfakeDetector:
         # from taking the worker threads /predict needs.
         self.explain_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explain")
         self.limits = DecodeLimits(SETTINGS.max_upload_bytes, SETTINGS.max_pixels)
+        # Read once here: a missing or broken PEM bundle stops the start, not every request.
+        self.provenance = ProvenanceReader(SETTINGS.trust_anchors)
+        self.video_limits = VideoLimits(
+            max_bytes=SETTINGS.max_video_bytes,
+            max_duration_s=SETTINGS.max_video_seconds,
+            max_frames=SETTINGS.max_video_frames,
+            max_pixels=SETTINGS.max_video_pixels,
+            deadline_s=SETTINGS.video_deadline_s,
+            sample_fps=SETTINGS.video_sample_fps,
+            max_samples=SETTINGS.video_max_samples,
+        )
+        # One clip decodes at a time (FFmpeg's own threads use the cores): a burst of uploads
+        # queues here instead of multiplying the decode memory; each waits within the traffic
+        # timeout.
+        self.video_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video")
         self.store = Store(SETTINGS.store_url)
         self.archive = ImageArchive(SETTINGS.image_dir)
         self.feature_writer = FeatureWriter(
@@ -190,6 +212,7 @@ class DeepfakeDetector:
         if self.watcher is not None:
             self.watcher.stop()
         self.explain_pool.shutdown(wait=True)
+        self.video_pool.shutdown(wait=True)
         self.recorder.close()
         self.feature_writer.close()
         self.store.close()
@@ -215,18 +238,19 @@ class DeepfakeDetector:
     @bentoml.api(route="/predict")
     async def predict(self, image: Path, ctx: bentoml.Context) -> PredictionOut:
         """Score one image: is it real or fake, and how likely fake (calibrated)."""
-        pred_id, result, _ = await self._score(image, "predict", self._client_key(ctx))
+        pred_id, result, _, provenance = await self._score(image, "predict", self._client_key(ctx))
         return PredictionOut(
             prediction_id=pred_id,
             label=result.label,  # type: ignore[arg-type]
             prob_fake=result.prob_fake,
             model_version=result.model_version,
+            provenance=_provenance_out(provenance, result.label),
         )
 
     @bentoml.api(route="/features")
     async def features(self, image: Path, ctx: bentoml.Context) -> FeaturesOut:
         """The 512-d penultimate-layer vector of one image (also stored, anonymised)."""
-        pred_id, result, vector = await self._score(image, "features", self._client_key(ctx))
+        pred_id, result, vector, _ = await self._score(image, "features", self._client_key(ctx))
         return FeaturesOut(
             prediction_id=pred_id, features=vector.tolist(), model_version=result.model_version
         )
@@ -246,6 +270,74 @@ class DeepfakeDetector:
         client_key = self._client_key(ctx)
         return await loop.run_in_executor(
             self.explain_pool, self._explain, image, target, client_key
+        )
+
+    @bentoml.api(route="/predict_video")
+    async def predict_video(self, video: Path, ctx: bentoml.Context) -> VideoPredictionOut:
+        """Score a clip: a verdict, the per-frame timeline, and where the strongest frame looks.
+
+        Frames are sampled at ``DEEPFAKENET_VIDEO_SAMPLE_FPS`` from a decode bounded in bytes,
+        duration, frames, resolution and time (:mod:`deepfakenet.video`), cropped by the one
+        preprocessing function and scored by the same batched scorer as images. The clip's
+        score is the ``DEEPFAKENET_VIDEO_QUANTILE`` quantile of its frames' calibrated P(fake),
+        judged at ``DEEPFAKENET_VIDEO_THRESHOLD``; unset, both come from the rule ``make
+        video-eval`` chose for the served version (:func:`video_rule`). One record per clip,
+        with the strongest frame's feature vector; that frame's crop is what the archive keeps
+        for the feedback loop.
+        """
+        client_key = self._client_key(ctx)
+        loop = asyncio.get_running_loop()
+        model = self.models.current
+        data, provenance, sampled, crops = await loop.run_in_executor(
+            self.video_pool, self._prepare_video, video, model
+        )
+        results = await self._infer([ScoreItem.from_crop(c) for c in crops])
+        probs = np.array([r.prob_fake for r in results])
+        quantile, threshold = video_rule(model)
+        score = clip_score(probs, quantile)
+        label = LABELS[int(score >= threshold)]
+        strongest = int(np.argmax(probs))
+        heatmap = await loop.run_in_executor(
+            self.explain_pool, self._heatmap, model, crops[strongest], LABELS.index("fake")
+        )
+        sha = hashlib.sha256(data).hexdigest()
+        self.recorder.archive(sha, sampled.frames[strongest])
+        vector = np.frombuffer(base64.b64decode(results[strongest].features), dtype=np.float32)
+        meta = {
+            "sha256": sha,
+            "width": sampled.width,
+            "height": sampled.height,
+            "format": sampled.container[:16],
+        }
+        clip = ScoreResult(
+            prob_fake=score,
+            label=label,
+            threshold=threshold,
+            model_version=results[strongest].model_version,
+            features="",
+        )
+        committed = self._record("predict_video", meta, clip, vector, client_key, provenance)
+        pred_id = await asyncio.wrap_future(committed)
+        times = sampled.times
+        return VideoPredictionOut(
+            prediction_id=pred_id,
+            label=label,  # type: ignore[arg-type]
+            prob_fake=score,
+            threshold=threshold,
+            quantile=quantile,
+            model_version=clip.model_version,
+            duration_s=sampled.duration_s,
+            width=sampled.width,
+            height=sampled.height,
+            sampled_fps=SETTINGS.video_sample_fps,
+            frames=[FramePoint(t=t, prob_fake=float(p)) for t, p in zip(times, probs, strict=True)],
+            strongest=StrongestFrame(
+                index=strongest,
+                t=times[strongest],
+                prob_fake=float(probs[strongest]),
+                heatmap_png=heatmap,
+            ),
+            provenance=_provenance_out(provenance, label),
         )
 
     @bentoml.api(route="/feedback")
@@ -323,13 +415,17 @@ class DeepfakeDetector:
             registry_failing_since=failing_since and failing_since.isoformat(),
         )
 
-    def _prepare(self, path: Path, model: LoadedModel) -> tuple[torch.Tensor, dict]:
-        """Read, decode and crop an upload, queue it for the archive; 4xx for bad input.
+    def _prepare(self, path: Path, model: LoadedModel) -> tuple[torch.Tensor, dict, Provenance]:
+        """Read provenance, decode and crop an upload, queue it for the archive; 4xx for bad input.
+
+        The C2PA manifest is read from the raw bytes before decoding: the decoder keeps pixels
+        only, and a manifest binds the bytes as sent.
 
         Returns:
-            The uint8 evaluation crop and the record's image fields.
+            The uint8 evaluation crop, the record's image fields and the upload's provenance.
         """
         data = path.read_bytes()  # BentoML's own temporary file: a failure here is ours (500)
+        provenance = self.provenance.read(data)
         try:
             decoded = decode_image(data, self.limits)
         except InvalidImageError as err:
@@ -343,7 +439,26 @@ class DeepfakeDetector:
             "height": decoded.height,
             "format": decoded.format,
         }
-        return pixels, meta
+        return pixels, meta, provenance
+
+    def _prepare_video(
+        self, path: Path, model: LoadedModel
+    ) -> tuple[bytes, Provenance, SampledVideo, torch.Tensor]:
+        """Read a clip's provenance, sample its frames within the limits, crop them; 4xx if bad.
+
+        Returns:
+            The upload's bytes, its provenance, the sampled frames and their uint8 crops.
+        """
+        data = path.read_bytes()
+        provenance = self.provenance.read(data)
+        try:
+            # Only the model's centre crop of each sampled frame is kept (memory stays small).
+            sampled = sample_frames(
+                data, self.video_limits, keep=PilCenterCrop(model.net.crop_size)
+            )
+        except InvalidImageError as err:  # InvalidVideoError and its 413 subclass
+            raise client_error(err) from err
+        return data, provenance, sampled, crop(sampled.frames, model.net.crop_size)
 
     def _client_key(self, ctx: bentoml.Context) -> str | None:
         """The requesting client's pseudonymous key (never its address)."""
@@ -356,6 +471,7 @@ class DeepfakeDetector:
         result: ScoreResult,
         vector: np.ndarray,
         client_key: str | None,
+        provenance: Provenance,
     ) -> Future[str]:
         """Queue the prediction record and its feature row; the future resolves to its id.
 
@@ -372,22 +488,31 @@ class DeepfakeDetector:
             label=result.label,
             threshold=result.threshold,
             client_key=client_key,
+            provenance=json.dumps(_provenance_out(provenance, result.label).model_dump()),
             **meta,
         )
         return self.recorder.record(record, vector)
 
-    async def _infer_one(self, item: ScoreItem) -> Any:
-        """One item through the batchable ``infer`` API (so concurrent requests share a batch).
+    async def _infer(self, items: list[ScoreItem]) -> list[ScoreResult]:
+        """Many items (a clip's frames) through ``infer``, in chunks of the largest batch."""
+        size = SETTINGS.max_batch_size
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        answers = await asyncio.gather(*(self._infer_one(chunk) for chunk in chunks))
+        return [ScoreResult.model_validate(r) for answer in answers for r in answer]
+
+    async def _infer_one(self, item: ScoreItem | list[ScoreItem]) -> Any:
+        """Item(s) through the batchable ``infer`` API (so concurrent requests share a batch).
 
         BentoML 1.4.40 routes this self-call through an in-process HTTP client that it replaces
         every 100 requests (or 300 s) by closing the old session, which aborts the calls still in
         flight on it ("Server disconnected": measured as 55 of 600 requests failing at 16
         concurrent clients). ``infer`` has no side effects, so a dropped call is sent again.
         """
+        items = item if isinstance(item, list) else [item]
         for attempt in range(1, INFER_ATTEMPTS + 1):
             try:
-                (result,) = await self.to_async.infer([item])  # type: ignore[attr-defined]
-                return result
+                results = await self.to_async.infer(items)  # type: ignore[attr-defined]
+                return results if isinstance(item, list) else results[0]
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as err:
                 if attempt == INFER_ATTEMPTS:
                     raise
@@ -396,28 +521,37 @@ class DeepfakeDetector:
 
     async def _score(
         self, image: Path, endpoint: str, client_key: str | None
-    ) -> tuple[str, ScoreResult, np.ndarray]:
-        """Score through the batcher and record it: the prediction id, result, feature vector."""
+    ) -> tuple[str, ScoreResult, np.ndarray, Provenance]:
+        """Score through the batcher and record it: id, result, feature vector, provenance."""
         model = self.models.current
-        pixels, meta = await asyncio.to_thread(self._prepare, image, model)
+        pixels, meta, provenance = await asyncio.to_thread(self._prepare, image, model)
         result = ScoreResult.model_validate(await self._infer_one(ScoreItem.from_crop(pixels)))
         vector = np.frombuffer(base64.b64decode(result.features), dtype=np.float32)
-        committed = self._record(endpoint, meta, result, vector, client_key)
+        committed = self._record(endpoint, meta, result, vector, client_key, provenance)
         pred_id = await asyncio.wrap_future(committed)
-        return pred_id, result, vector
+        return pred_id, result, vector, provenance
+
+    def _grad_cam(self, model: LoadedModel, batch: torch.Tensor, wanted: int) -> tuple[str, Any]:
+        """Grad-CAM of class ``wanted`` for one normalised crop: base64 PNG overlay, the CAM."""
+        with model.explain_lock:
+            cam = grad_cam(model.explain_net, batch, SETTINGS.explain_layer, target=wanted)
+        pixels_01 = denormalize(batch)[0].permute(1, 2, 0).numpy()
+        heat = overlay(pixels_01, cam.upsampled[0].numpy())
+        return base64.b64encode(png_bytes(heat)).decode("ascii"), cam
+
+    def _heatmap(self, model: LoadedModel, pixels: torch.Tensor, wanted: int) -> str:
+        """The base64 PNG Grad-CAM overlay of one uint8 crop (a clip's strongest frame)."""
+        return self._grad_cam(model, normalize(pixels[None]), wanted)[0]
 
     def _explain(self, image: Path, target: str, client_key: str | None) -> ExplanationOut:
         model = self.models.current
-        pixels, meta = self._prepare(image, model)
+        pixels, meta, provenance = self._prepare(image, model)
         batch = normalize(pixels[None])
         # Scored by the serving backend, as /predict scores it; only the CAM needs torch.
         logits, vectors = model.backend.run(batch.numpy())
         scores = scores_from_outputs(model.net, torch.from_numpy(logits), torch.from_numpy(vectors))
         wanted = LABELS.index(scores.labels[0] if target == "predicted" else target)
-        with model.explain_lock:
-            cam = grad_cam(model.explain_net, batch, SETTINGS.explain_layer, target=wanted)
-        pixels_01 = denormalize(batch)[0].permute(1, 2, 0).numpy()
-        heat = overlay(pixels_01, cam.upsampled[0].numpy())
+        heatmap, cam = self._grad_cam(model, batch, wanted)
         result = ScoreResult(
             prob_fake=float(scores.prob_fake[0]),
             label=scores.labels[0],
@@ -426,7 +560,7 @@ class DeepfakeDetector:
             features="",
         )
         pred_id = self._record(
-            "explain", meta, result, scores.features[0].numpy(), client_key
+            "explain", meta, result, scores.features[0].numpy(), client_key, provenance
         ).result(timeout=RECORD_TIMEOUT_S)
         return ExplanationOut(
             prediction_id=pred_id,
@@ -434,10 +568,46 @@ class DeepfakeDetector:
             prob_fake=result.prob_fake,
             model_version=result.model_version,
             target=LABELS[wanted],  # type: ignore[arg-type]
-            heatmap_png=base64.b64encode(png_bytes(heat)).decode("ascii"),
+            provenance=_provenance_out(provenance, result.label),
+            heatmap_png=heatmap,
             cam=cam.cams[0].tolist(),
             layer=SETTINGS.explain_layer,
         )
+
+
+def video_rule(model: LoadedModel) -> tuple[float, float]:
+    """The clip rule ``(quantile, threshold)`` for ``model``.
+
+    The settings' override, else the rule ``make video-eval`` chose for the version (its
+    labels), else the image threshold.
+    """
+    labels = model.labels
+    quantile = SETTINGS.video_quantile
+    if quantile is None:
+        quantile = float(labels.get("video_quantile", DEFAULT_VIDEO_QUANTILE))
+    threshold = SETTINGS.video_threshold
+    if threshold is None and "video_threshold" in labels:
+        threshold = float(labels["video_threshold"])
+    if threshold is None:
+        if model.version not in _UNMEASURED_WARNED:
+            _UNMEASURED_WARNED.add(model.version)
+            log.warning(
+                "model version %s has no video rule (run `make video-eval REF=%s`): clips are "
+                "judged at its image threshold, never measured on clips",
+                model.version,
+                model.version,
+            )
+        threshold = float(model.net.threshold)
+    return quantile, threshold
+
+
+#: Versions already warned about for having no measured video rule.
+_UNMEASURED_WARNED: set[str] = set()
+
+
+def _provenance_out(provenance: Provenance, label: str) -> ProvenanceOut:
+    """The provenance as answered and recorded, with its (dis)agreement with ``label``."""
+    return ProvenanceOut(**provenance.to_dict(), disagrees=provenance.disagrees_with(label))
 
 
 #: The batch route: reachable only by the service's own in-process client.
@@ -460,7 +630,9 @@ def _openapi() -> dict[str, Any]:
 DeepfakeDetector.add_asgi_middleware(
     UploadGuard,
     max_bytes=SETTINGS.max_upload_bytes + 65536,  # room for the multipart envelope
-    routes={"/predict": set(), "/features": set(), "/explain": {"target"}},
+    routes={"/predict": set(), "/features": set(), "/explain": {"target"}, "/predict_video": set()},
+    file_fields={"/predict_video": "video"},
+    byte_limits={"/predict_video": SETTINGS.max_video_bytes + 65536},
     # A comment of max_comment_chars characters, each \u-escaped as a surrogate pair (12 bytes
     # of JSON), plus room for the other fields: a valid body is never refused for its size.
     json_routes={"/feedback": 12 * SETTINGS.max_comment_chars + 4096},

@@ -334,12 +334,31 @@ def stop_service(service: RunningService) -> None:
             os.killpg(service.process.pid, signal.SIGKILL)
 
 
+#: The session service's video limits (tests/test_service_media.py breaks each of them).
+SERVICE_VIDEO_LIMITS = {
+    "DEEPFAKENET_MAX_VIDEO_BYTES": str(4 * 1024 * 1024),
+    "DEEPFAKENET_MAX_VIDEO_SECONDS": "60",
+    "DEEPFAKENET_MAX_VIDEO_FRAMES": "1000",
+    "DEEPFAKENET_MAX_VIDEO_PIXELS": str(640 * 480),
+    "DEEPFAKENET_VIDEO_DEADLINE_S": "20",
+    "DEEPFAKENET_VIDEO_SAMPLE_FPS": "4",
+}
+
+
 @pytest.fixture(scope="session")
 def service(
     tmp_path_factory: pytest.TempPathFactory, trained_registry: TrainedRegistry
 ) -> Iterator[RunningService]:
-    """The real service, serving the session's champion; shared by the HTTP tests."""
+    """The real service, serving the session's champion; shared by the HTTP tests.
+
+    Its C2PA trust anchor is the test CA of :mod:`tests.signing` (images signed under another
+    CA are valid but untrusted); its video limits are small enough for tests to break each one.
+    """
+    from tests.signing import make_credentials
+
     workdir = tmp_path_factory.mktemp("service")
+    anchors = workdir / "trust-anchors.pem"
+    anchors.write_text(make_credentials().ca_pem)
     import_to_bentoml(trained_registry, workdir / "bentoml")
     running = start_service(
         workdir,
@@ -347,6 +366,8 @@ def service(
         {
             "DEEPFAKENET_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
             "DEEPFAKENET_MAX_PIXELS": str(4_000_000),
+            "DEEPFAKENET_TRUST_ANCHORS": str(anchors),
+            **SERVICE_VIDEO_LIMITS,
         },
     )
     yield running

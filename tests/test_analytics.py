@@ -5,6 +5,7 @@ filled in the test, so the functions are tested on exactly the shapes and dtypes
 Expected values are worked out by hand in each test.
 """
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -199,3 +200,118 @@ def test_pca_projection_separates_clusters_and_attaches_labels(store):
     with pytest.raises(ValueError, match="feature rows"):
         analytics.pca_projection(features, matrix[:3], store.predictions_frame(),
                                  store.feedback_frame())  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ provenance
+
+
+def credentials(state: str | None = "Valid", **flags: object) -> str:
+    """The JSON a prediction record holds for an upload with a C2PA manifest."""
+    obj = {
+        "manifest_present": True, "validation_state": state, "failure_codes": [],
+        "claim_generator": "gen/1.0", "signer": "Signer Inc.",
+        "digital_source_type": "trainedAlgorithmicMedia", "ai_generated_declared": False,
+        "capture_declared": False, "disagrees": False,
+    }  # fmt: skip
+    obj.update(flags)
+    return json.dumps(obj)
+
+
+NO_CREDENTIALS = json.dumps({
+    "manifest_present": False, "validation_state": None, "failure_codes": [],
+    "claim_generator": None, "signer": None, "digital_source_type": None,
+    "ai_generated_declared": False, "capture_declared": False, "disagrees": False,
+})  # fmt: skip
+
+
+def test_provenance_counts_by_state_declaration_and_disagreement(store):
+    # Model "real" (0.1) on a validly signed AI declaration: the service flagged a disagreement.
+    predict(store, 0.1, provenance=credentials("Valid", ai_generated_declared=True, disagrees=True))
+    predict(store, 0.9, provenance=credentials("Trusted", ai_generated_declared=True))
+    predict(store, 0.9, provenance=credentials("Trusted", capture_declared=True, disagrees=True))
+    predict(store, 0.2, provenance=credentials("Invalid", ai_generated_declared=True))
+    predict(store, 0.2, provenance=credentials("Pending"))  # a state this release does not know
+    predict(store, 0.3, provenance=NO_CREDENTIALS)
+    predict(store, 0.3)  # a record of an earlier release: no column value at all
+    predict(store, 0.3, provenance="{not json")  # unreadable: counts as no credentials
+    predict(store, 0.3, provenance='["a list"]')
+    # Without a manifest nothing is declared, whatever else the object says.
+    predict(store, 0.3, provenance=json.dumps({"manifest_present": False, "disagrees": True}))
+    predict(store, 0.3, provenance=credentials("Valid", ai_generated_declared="true"))
+
+    counts = analytics.provenance_counts(store.predictions_frame())
+    assert counts == analytics.ProvenanceCounts(
+        uploads=11, with_manifest=6, trusted=2, valid=2, invalid=1, unknown_state=1,
+        ai_declared=3, capture_declared=1, disagreements=2,
+    )  # fmt: skip
+    flags = analytics.provenance_flags(store.predictions_frame())
+    assert flags["state"].tolist()[:6] == ["Valid", "Trusted", "Trusted", "Invalid", "unknown",
+                                           "no manifest"]  # fmt: skip
+
+
+def test_provenance_per_version_and_per_day(store):
+    t1 = T0 + timedelta(days=2)
+    declared = credentials("Valid", ai_generated_declared=True, disagrees=True)
+    predict(store, 0.1, model_version="10", created_at=T0, provenance=declared)
+    predict(store, 0.1, model_version="2", created_at=T0 + timedelta(hours=1))
+    predict(store, 0.9, model_version="2", created_at=t1, provenance=credentials("Trusted"))
+    predictions = store.predictions_frame()
+
+    by_version = analytics.provenance_table(predictions, "model_version").set_index("model_version")
+    assert list(by_version.index) == ["2", "10"], "versions sort numerically"
+    assert list(by_version.columns) == list(analytics.PROVENANCE_COUNTS)
+    assert by_version.loc["2", ["uploads", "with_manifest", "trusted", "disagreements"]].tolist() \
+        == [2, 1, 1, 0]  # fmt: skip
+    assert by_version.loc["10", ["uploads", "valid", "ai_declared", "disagreements"]].tolist() \
+        == [1, 1, 1, 1]  # fmt: skip
+
+    by_day = analytics.provenance_table(predictions, "day")
+    assert [d.day for d in by_day["day"]] == [2, 3, 4], "the empty day in between is listed"
+    assert by_day["uploads"].tolist() == [2, 0, 1]
+    assert by_day["disagreements"].tolist() == [1, 0, 0]
+    assert str(by_day["day"].dt.tz) == "UTC"
+    empty = analytics.provenance_table(predictions.iloc[:0], "day")
+    assert empty.empty and list(empty.columns) == ["day", *analytics.PROVENANCE_COUNTS]
+    with pytest.raises(ValueError, match="cannot group"):
+        analytics.provenance_table(predictions, "signer")  # type: ignore[arg-type]
+
+
+def test_provenance_disagreements_newest_first_with_their_credentials(store):
+    first = predict(
+        store,
+        0.1,
+        created_at=T0,
+        provenance=credentials("Valid", ai_generated_declared=True, disagrees=True),
+    )
+    predict(store, 0.1, created_at=T0 + timedelta(minutes=1), provenance=credentials("Valid"))
+    last = predict(
+        store,
+        0.9,
+        created_at=T0 + timedelta(minutes=2),
+        provenance=credentials(
+            "Trusted",
+            capture_declared=True,
+            disagrees=True,
+            digital_source_type="digitalCapture",
+            signer=None,
+        ),
+    )
+    table = analytics.provenance_disagreements(store.predictions_frame())
+    assert table["id"].tolist() == [last, first]
+    assert table.iloc[0][["validation_state", "digital_source_type", "signer"]].tolist() == [
+        "Trusted", "digitalCapture", None
+    ]  # fmt: skip
+    assert table.iloc[1][["label", "claim_generator"]].tolist() == ["real", "gen/1.0"]
+    assert analytics.provenance_disagreements(store.predictions_frame(), limit=1)["id"].tolist() \
+        == [last]  # fmt: skip
+
+
+def test_provenance_of_frames_without_the_column():
+    # A frame of an older reader (no provenance column) counts every upload as without one.
+    old = pd.DataFrame({"created_at": [T0, T0], "model_version": ["1", "1"]})
+    counts = analytics.provenance_counts(old)
+    assert (counts.uploads, counts.with_manifest, counts.disagreements) == (2, 0, 0)
+    assert analytics.provenance_counts(old.iloc[:0]).uploads == 0
+    assert analytics.parse_provenance(float("nan")) is None
+    assert analytics.parse_provenance(b"\xff\xfe") is None
+    assert analytics.parse_provenance({"manifest_present": True}) == {"manifest_present": True}

@@ -134,7 +134,7 @@ def test_both_pages_render_in_chromium(browser, dashboards, tmp_path):
     Image.fromarray(pixels.astype(np.uint8)).save(upload)
     try:
         driver.get(f"{dashboards}/")
-        wait.until(ec.text_to_be_present_in_element(body, "Is this image a deepfake?"))
+        wait.until(ec.text_to_be_present_in_element(body, "Is this image or video a deepfake?"))
         wait.until(ec.text_to_be_present_in_element(body, "model deepfakenet v1"))
         file_input = wait.until(
             ec.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]"))

@@ -1,9 +1,12 @@
 """The library parts behind the dashboards: display helpers, the service client, settings,
-bundled samples and the read-only monitoring helpers. No server is started here.
+bundled samples, the read-only monitoring helpers and the pages' pure chart builders. No server
+is started here.
 """
 
 import base64
 import io
+import json
+import sys
 from datetime import UTC, date, datetime, timedelta
 
 import httpx
@@ -13,10 +16,12 @@ import torch
 from PIL import Image
 
 from deepfakenet.display import (
+    describe_provenance,
     enlarged,
     outline_region,
     scaled_for_display,
     scored_region,
+    source_type_words,
     thumbnail_data_uri,
 )
 from deepfakenet.errors import RegistryError
@@ -32,13 +37,21 @@ from deepfakenet.monitoring import (
 from deepfakenet.preprocessing import denormalize, preprocess
 from deepfakenet.samples import SAMPLE_SPECS, make_samples
 from deepfakenet.service_client import (
+    FramePoint,
     ServiceClient,
     ServiceRejectedError,
     ServiceUnavailableError,
+    StrongestFrame,
+    VideoVerdict,
     error_reason,
 )
 from deepfakenet.settings import DashboardSettings
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
+
+# The pages import their sibling modules by plain name, as `streamlit run dashboards/app.py`
+# makes them importable; appended, so nothing there shadows an installed package.
+if str(ROOT / "dashboards") not in sys.path:
+    sys.path.append(str(ROOT / "dashboards"))
 
 
 def png(img: Image.Image) -> bytes:
@@ -157,6 +170,178 @@ def test_client_sends_the_image_as_a_multipart_file_and_decodes_the_heatmap():
     assert b'name="target"' in seen["body"]
     assert (result.label, result.prob_fake, result.model_version) == ("fake", 0.75, "3")
     assert result.heatmap_png == heat and result.cam == [[0.0, 1.0]]
+
+
+PROVENANCE = {
+    "manifest_present": True, "validation_state": "Valid", "failure_codes": [],
+    "claim_generator": "Generator/2.1", "signer": "Some Signer Ltd",
+    "digital_source_type": "trainedAlgorithmicMedia", "ai_generated_declared": True,
+    "capture_declared": False, "disagrees": True,
+}  # fmt: skip
+
+
+def test_explanation_carries_the_provenance_and_older_services_none():
+    heat = base64.b64encode(png(Image.new("RGB", (4, 4)))).decode()
+    body = {"prediction_id": "p1", "label": "real", "prob_fake": 0.2, "model_version": "3",
+            "target": "real", "heatmap_png": heat, "cam": [[0.5]], "layer": "layer4"}  # fmt: skip
+    assert client_answering(200, {**body, "provenance": PROVENANCE}).explain(b"x").provenance == (
+        PROVENANCE
+    )
+    assert client_answering(200, body).explain(b"x").provenance is None, "an earlier release"
+    assert client_answering(200, {**body, "provenance": "odd"}).explain(b"x").provenance is None
+
+
+def video_answer(**overrides: object) -> dict:
+    heat = base64.b64encode(png(Image.new("RGB", (8, 8), "red"))).decode()
+    body = {
+        "prediction_id": "v1", "label": "fake", "prob_fake": 0.81, "threshold": 0.5,
+        "quantile": 0.9, "model_version": "4", "duration_s": 2.5, "width": 320, "height": 240,
+        "sampled_fps": 2.0,
+        "frames": [{"t": 0.0, "prob_fake": 0.1}, {"t": 0.5, "prob_fake": 0.2},
+                   {"t": 1.0, "prob_fake": 0.9}, {"t": 1.5, "prob_fake": 0.3}],
+        "strongest": {"index": 2, "t": 1.0, "prob_fake": 0.9, "heatmap_png": heat},
+        "provenance": PROVENANCE,
+    }  # fmt: skip
+    body.update(overrides)
+    return body
+
+
+def test_client_sends_the_clip_as_a_multipart_video_and_reads_the_timeline():
+    seen = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen["path"], seen["body"] = request.url.path, request.read()
+        seen["auth"] = request.headers.get("authorization")
+        return httpx.Response(200, json=video_answer())
+
+    transport = httpx.MockTransport(handler)
+    client = ServiceClient("http://detector.test", transport=transport, feedback_token="t0k")
+    verdict = client.predict_video(b"\x00\x00\x00\x18ftypmp42", "clip.webm")
+    assert seen["path"] == "/predict_video"
+    assert b'name="video"; filename="clip.webm"' in seen["body"]
+    assert b"Content-Type: video/webm" in seen["body"] and b"ftypmp42" in seen["body"]
+    assert seen["auth"] is None, "the feedback token goes to /feedback only"
+    assert (verdict.label, verdict.prob_fake, verdict.threshold, verdict.quantile) == (
+        "fake", 0.81, 0.5, 0.9
+    )  # fmt: skip
+    assert (verdict.width, verdict.height, verdict.duration_s, verdict.sampled_fps) == (
+        320, 240, 2.5, 2.0
+    )  # fmt: skip
+    assert verdict.frames[2] == FramePoint(t=1.0, prob_fake=0.9) and len(verdict.frames) == 4
+    assert (verdict.strongest.index, verdict.strongest.t) == (2, 1.0)
+    assert Image.open(io.BytesIO(verdict.strongest.heatmap_png)).size == (8, 8)
+    assert verdict.provenance == PROVENANCE and verdict.model_version == "4"
+    client.predict_video(b"data")
+    assert b'filename="clip.mp4"' in seen["body"] and b"Content-Type: video/mp4" in seen["body"]
+
+
+def test_client_maps_video_answers_to_named_errors():
+    with pytest.raises(ServiceRejectedError) as rejected:
+        client_answering(422, {"error": "not a video: no video stream"}).predict_video(b"x")
+    assert (
+        rejected.value.status_code == 422
+        and rejected.value.reason == "not a video: no video stream"
+    )
+    with pytest.raises(ServiceRejectedError, match="413"):
+        client_answering(413, {"error": "too large"}).predict_video(b"x")
+    with pytest.raises(ServiceUnavailableError, match="/predict_video without a usable result"):
+        client_answering(200, video_answer(strongest={"index": 0})).predict_video(b"x")
+    with pytest.raises(ServiceUnavailableError, match="without a usable result"):
+        client_answering(200, video_answer(frames=[{"t": "soon"}])).predict_video(b"x")
+    with pytest.raises(ServiceUnavailableError, match="failed on /predict_video"):
+        client_answering(500, {"error": "boom"}).predict_video(b"x")
+    assert (
+        client_answering(200, video_answer(provenance=None)).predict_video(b"x").provenance is None
+    )
+
+
+# ------------------------------------------------------------------------------ provenance words
+
+
+def test_a_valid_signature_is_never_called_trusted():
+    view = describe_provenance({**PROVENANCE, "disagrees": False}, "fake")
+    assert view.present and view.reported and view.level == "info" and view.conflict is None
+    details = dict(view.details)
+    assert details["Signature"] == "valid signature, signer not trusted"
+    assert "trusted signature" not in view.headline and "signer not trusted" in view.headline
+    assert details["Signer"] == "Some Signer Ltd" and details["Made with"] == "Generator/2.1"
+    assert details["Declared source"].startswith("trainedAlgorithmicMedia (")
+    assert "declare AI-generated content" in view.headline
+
+    trusted = describe_provenance({**PROVENANCE, "validation_state": "Trusted"}, "fake")
+    assert trusted.level == "success" and dict(trusted.details)["Signature"] == "trusted signature"
+    # A state this release does not know is never upgraded to trusted.
+    odd = describe_provenance({**PROVENANCE, "validation_state": "Trusted-ish"}, "fake")
+    assert dict(odd.details)["Signature"] == "not validated" and odd.level == "info"
+
+
+def test_invalid_absent_and_unreported_credentials():
+    invalid = describe_provenance(
+        {**PROVENANCE, "validation_state": "Invalid", "disagrees": False,
+         "failure_codes": ["assertion.dataHash.mismatch"]}, "real")  # fmt: skip
+    assert invalid.level == "warning" and "failed validation" in invalid.headline
+    assert dict(invalid.details)["Failure codes"] == "assertion.dataHash.mismatch"
+
+    none = describe_provenance({"manifest_present": False, "validation_state": None}, "real")
+    assert (none.reported, none.present, none.details, none.conflict) == (True, False, (), None)
+    assert "No content credentials" in none.headline
+
+    old = describe_provenance(None, "real")
+    assert not old.reported and old.level == "none" and "did not report" in old.headline
+    # Fields of the wrong type (the object comes over the network) are left out, not shown.
+    odd = describe_provenance(
+        {"manifest_present": True, "signer": 7, "claim_generator": "  ", "failure_codes": "x"},
+        "fake",
+    )
+    assert dict(odd.details) == {"Signature": "not validated"}
+
+
+def test_disagreement_names_the_declaration_it_contradicts():
+    ai = describe_provenance(PROVENANCE, "real")
+    assert ai.conflict is not None
+    assert "declare this file AI-generated" in ai.conflict and "judged it real" in ai.conflict
+    capture = describe_provenance(
+        {**PROVENANCE, "validation_state": "Trusted", "ai_generated_declared": False,
+         "capture_declared": True, "digital_source_type": "digitalCapture"}, "fake")  # fmt: skip
+    assert capture.conflict is not None and "trusted camera-capture claim" in capture.conflict
+    assert "judged it fake" in capture.conflict
+    assert source_type_words("http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture") == (
+        "digitalCapture (a camera capture)"
+    )
+    assert source_type_words("somethingNew") == "somethingNew"
+
+
+# ------------------------------------------------------------------------------ page charts
+
+
+def verdict_with(probs: list[float], strongest: int, threshold: float = 0.5) -> VideoVerdict:
+    frames = [FramePoint(t=0.5 * i, prob_fake=p) for i, p in enumerate(probs)]
+    return VideoVerdict(
+        prediction_id="v", label="fake", prob_fake=max(probs), threshold=threshold, quantile=0.9,
+        model_version="1", duration_s=0.5 * len(probs), width=64, height=48, sampled_fps=2.0,
+        frames=frames,
+        strongest=StrongestFrame(strongest, frames[strongest].t, probs[strongest], b""),
+    )  # fmt: skip
+
+
+def test_timeline_chart_has_the_frames_the_threshold_and_the_strongest_frame():
+    from detector_charts import timeline_chart, timeline_frame
+
+    verdict = verdict_with([0.1, 0.3, 0.95, 0.4], strongest=2, threshold=0.62)
+    frame = timeline_frame(verdict)
+    assert frame["t"].tolist() == [0.0, 0.5, 1.0, 1.5]
+    assert frame["strongest"].tolist() == [False, False, True, False]
+
+    spec = timeline_chart(verdict).to_dict()
+    marks = [layer["mark"]["type"] for layer in spec["layer"]]
+    assert marks == ["line", "rule", "point"]
+    datasets = spec["datasets"]
+    line, rule, strongest = (datasets[layer["data"]["name"]] for layer in spec["layer"])
+    assert [row["prob_fake"] for row in line] == [0.1, 0.3, 0.95, 0.4]
+    assert rule == [{"threshold": 0.62}]
+    assert [(row["t"], row["prob_fake"]) for row in strongest] == [(1.0, 0.95)]
+    assert spec["layer"][0]["encoding"]["y"]["scale"]["domain"] == [0, 1]
+    json.dumps(spec)  # what Streamlit sends to the browser
 
 
 # ------------------------------------------------------------------------------ settings

@@ -6,9 +6,9 @@ documented, every body (errors included) matching its schema, schema-valid reque
 schema-invalid ones refused, required headers enforced, undocumented methods answered 405.
 Examples per route are bounded so the whole module stays well under two minutes on 2 cores.
 
-The only generation help is for the ``image`` part: its documented media types get strategies
-that produce real images of each type, because a JSON schema cannot say "bytes that decode as
-an image" and random bytes would (rightly) be refused. Nothing is excluded.
+The only generation help is for the ``image`` and ``video`` parts: their documented media types
+get strategies that produce real images and clips of each type, because a JSON schema cannot say
+"bytes that decode as an image" and random bytes would (rightly) be refused. Nothing is excluded.
 """
 
 from __future__ import annotations
@@ -57,6 +57,35 @@ def image_bytes(fmt: str) -> st.SearchStrategy[bytes]:
 
 for _media_type, _fmt in IMAGE_FORMATS.items():
     schemathesis.openapi.media_type(_media_type, image_bytes(_fmt))
+
+#: FFmpeg muxer and codec of each media type the service documents for the ``video`` part
+#: (WebM is Matroska to the demuxer; the codec is what the test encoder has).
+VIDEO_FORMATS = {
+    "video/mp4": ("mp4", "libx264"),
+    "video/quicktime": ("mov", "libx264"),
+    "video/x-matroska": ("matroska", "libx264"),
+    "video/webm": ("matroska", "libx264"),
+    "video/x-msvideo": ("avi", "mpeg4"),
+}
+
+
+def video_bytes(container_format: str, codec: str) -> st.SearchStrategy[bytes]:
+    """Short random clips in ``container_format`` (frame count, size and pixels drawn)."""
+    from deepfakenet.data.clips import encode_clip
+
+    @st.composite
+    def build(draw: st.DrawFn) -> bytes:
+        side = 2 * draw(st.integers(4, 16))
+        count = draw(st.integers(1, 6))
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        frames = [rng.integers(0, 255, (side, side, 3), dtype=np.uint8) for _ in range(count)]
+        return encode_clip(frames, codec, fps=5, container_format=container_format)
+
+    return build()
+
+
+for _media_type, (_container, _codec) in VIDEO_FORMATS.items():
+    schemathesis.openapi.media_type(_media_type, video_bytes(_container, _codec))
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,8 @@ FEDERATED_GATE = (
 README_COMMANDS: dict[str, tuple[str, ...] | str] = {
     # make targets
     "make demo": "not run: 12 epochs on 3,000 images (6-15 min); its steps (data, train, evaluate) "
-    "run one by one in " + PATH_TEST,
+    "run one by one in " + PATH_TEST + ", its video step in tests/test_video.py",
+    "make video-eval": ("tests/test_video.py::test_video_job_chooses_and_reports_the_rule",),
     "make setup": "not run by a test: every test runs in the venv it built (CI: .ci/run)",
     "make test": "not run by a test: it is the suite (CI: .ci/run)",
     "make test-fast": "not run by a test: the suite without the slow marker",
@@ -150,6 +151,9 @@ README_COMMANDS: dict[str, tuple[str, ...] | str] = {
     "bentoml serve serving.service:DeepfakeDetector": (PATH_TEST, "tests/conftest.py::service"),
     "bentoml serve": (PATH_TEST, "tests/conftest.py::service"),
     "curl -F image=@photo.jpg http://127.0.0.1:3000/predict": (PATH_TEST,),
+    "curl -F video=@clip.mp4 http://127.0.0.1:3000/predict_video": (
+        "tests/test_service_media.py::test_a_clip_gets_a_verdict_a_timeline_and_the_strongest_frame",
+    ),
     "curl -F image=@photo.jpg -F target=fake http://127.0.0.1:3000/explain": (PATH_TEST,),
     'curl -H \'content-type: application/json\' -d \'{"prediction_id": "…", "label": '
     '"real", "comment": "my own photo"}\' http://127.0.0.1:3000/feedback': (PATH_TEST,),

@@ -226,10 +226,14 @@ def test_a_database_of_the_previous_release_is_upgraded(empty_url):
     store = Store(url)
     Store(url).close()  # a second process opening it: the upgrade is idempotent
     inspector = sa.inspect(store.engine)
-    assert "client_key" in {c["name"] for c in inspector.get_columns("predictions")}
+    assert {"client_key", "provenance"} <= {c["name"] for c in inspector.get_columns("predictions")}
     assert "uq_feedback_prediction_id" in {i["name"] for i in inspector.get_indexes("feedback")}
     assert store.get_prediction(pid).client_key is None
-    store.add_predictions([record(client_key="c" * 64)])
+    assert store.get_prediction(pid).provenance is None
+    signed = record(client_key="c" * 64, provenance='{"manifest_present": true}')
+    store.add_predictions([signed])
+    assert store.get_prediction(signed.id).provenance == '{"manifest_present": true}'
+    assert store.predictions_frame()["provenance"].tolist()[1] == '{"manifest_present": true}'
     assert store.add_feedback(pid, "fake") == "f1"
     assert store.feedback_frame()["human_label"].tolist() == ["fake"]
     store.close()
@@ -285,9 +289,9 @@ def test_an_old_database_is_read_without_changing_it(tmp_path):
     reader = Store(f"sqlite:///{path}", create=False)
     frame = reader.feedback_frame(unused_only=True)
     assert frame[["prediction_id", "feedback_id"]].values.tolist() == [[pid, "f2"]]
-    assert frame["client_key"].isna().all()
-    assert reader.predictions_frame()["client_key"].isna().all()
+    assert frame["client_key"].isna().all() and frame["provenance"].isna().all()
+    assert reader.predictions_frame()[["client_key", "provenance"]].isna().all().all()
     reader.close()
     columns = {c["name"] for c in sa.inspect(sa.create_engine(f"sqlite:///{path}")).get_columns(
         "predictions")}  # fmt: skip
-    assert "client_key" not in columns, "a reader never changes the schema"
+    assert not {"client_key", "provenance"} & columns, "a reader never changes the schema"

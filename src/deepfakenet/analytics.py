@@ -14,16 +14,22 @@ over time counts every feedback row, because it measures traffic, not truth.
 Selection bias. People mostly send feedback when they doubt a verdict, so error rates and
 calibration measured on feedback overstate the errors of the whole traffic. The page says so;
 the numbers are still the right ones to watch for *change*.
+
+Provenance. Each prediction record carries the upload's C2PA content credentials as JSON text
+(``provenance``; :mod:`deepfakenet.provenance`). Records of earlier releases have none, and a
+value that cannot be read is counted the same way, as an upload without credentials: the
+counts here must never fail on one odd row, and never claim a declaration that is not there.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -44,6 +50,27 @@ SIZE_EDGES: tuple[float, ...] = (0, 64, 224, 512, 1024, math.inf)
 NO_FEEDBACK = "no feedback"
 
 ErrorDimension = Literal["confidence", "format", "size", "model_version"]
+ProvenanceDimension = Literal["model_version", "day"]
+
+#: C2PA validation states (:mod:`deepfakenet.provenance`), strongest first. ``Valid`` is an
+#: intact signature by a signer outside the trust anchors; only ``Trusted`` means trusted.
+VALIDATION_STATES: tuple[str, ...] = ("Trusted", "Valid", "Invalid")
+#: State of a manifest whose validation state is missing or not one of the above.
+UNKNOWN_STATE = "unknown"
+#: State of a record without (readable) content credentials.
+NO_MANIFEST = "no manifest"
+#: The counts of :func:`provenance_counts` and :func:`provenance_table`, in display order.
+PROVENANCE_COUNTS: tuple[str, ...] = (
+    "uploads",
+    "with_manifest",
+    "trusted",
+    "valid",
+    "invalid",
+    "unknown_state",
+    "ai_declared",
+    "capture_declared",
+    "disagreements",
+)
 
 
 @dataclass(frozen=True)
@@ -372,3 +399,161 @@ def pca_projection(
     ratio = pca.explained_variance_ratio_
     log.debug("PCA of %s vectors: explained variance %s", matrix.shape, ratio)
     return Projection(points=points, explained_variance=(float(ratio[0]), float(ratio[1])))
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def parse_provenance(value: object) -> dict[str, Any] | None:
+    """The provenance object of one record, or None when there is none or it cannot be read.
+
+    Accepts what a frame's ``provenance`` cell may hold: JSON text (the store), an already
+    parsed dict (a service answer), None or NaN (older records). Malformed JSON and JSON that
+    is not an object read as None, so one bad row costs its own credentials, not the page.
+    """
+    if isinstance(value, dict):
+        return value
+    if not isinstance(value, str | bytes):
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        log.debug("unreadable provenance value ignored: %.60r", value)
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def provenance_flags(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Each prediction's content-credential facts, one row per row of ``predictions``.
+
+    Returns:
+        Columns ``state`` (one of :data:`VALIDATION_STATES`, :data:`UNKNOWN_STATE` or
+        :data:`NO_MANIFEST`), ``ai_declared``, ``capture_declared``, ``disagrees`` (bools) on
+        the index of ``predictions``. Without a manifest every flag is False, whatever the rest
+        of the object says: there is nothing to declare or disagree with. Flags count only when
+        they are JSON ``true`` (a string ``"false"`` is not a declaration).
+    """
+    cells = predictions.get("provenance")
+    rows = []
+    for value in [None] * len(predictions) if cells is None else cells:
+        obj = parse_provenance(value)
+        if obj is None or obj.get("manifest_present") is not True:
+            rows.append((NO_MANIFEST, False, False, False))
+            continue
+        state = obj.get("validation_state")
+        rows.append(
+            (
+                state if state in VALIDATION_STATES else UNKNOWN_STATE,
+                obj.get("ai_generated_declared") is True,
+                obj.get("capture_declared") is True,
+                obj.get("disagrees") is True,
+            )
+        )
+    flags = pd.DataFrame(
+        rows, columns=["state", "ai_declared", "capture_declared", "disagrees"], dtype=object
+    )
+    flags.index = predictions.index
+    return flags.astype({"ai_declared": bool, "capture_declared": bool, "disagrees": bool})
+
+
+def _count_flags(flags: pd.DataFrame) -> dict[str, int]:
+    """The :data:`PROVENANCE_COUNTS` of a :func:`provenance_flags` frame."""
+    states = flags["state"]
+    return {
+        "uploads": len(flags),
+        "with_manifest": int((states != NO_MANIFEST).sum()),
+        "trusted": int((states == "Trusted").sum()),
+        "valid": int((states == "Valid").sum()),
+        "invalid": int((states == "Invalid").sum()),
+        "unknown_state": int((states == UNKNOWN_STATE).sum()),
+        "ai_declared": int(flags["ai_declared"].sum()),
+        "capture_declared": int(flags["capture_declared"].sum()),
+        "disagreements": int(flags["disagrees"].sum()),
+    }
+
+
+@dataclass(frozen=True)
+class ProvenanceCounts:
+    """Content credentials over a set of predictions.
+
+    Attributes:
+        uploads: Predictions counted (with credentials or not).
+        with_manifest: Of those, how many carried a C2PA manifest.
+        trusted: Manifests validated and signed by a trust anchor.
+        valid: Manifests validated whose signer is not trusted (never shown as trusted).
+        invalid: Manifests that failed validation (tampered, broken, bad signature).
+        unknown_state: Manifests without a known validation state.
+        ai_declared: Uploads whose manifest declares generative-AI content (any state: an
+            invalid signature still says what its maker claimed).
+        capture_declared: Uploads whose manifest declares a camera capture.
+        disagreements: Uploads whose declaration contradicts the model's verdict (the
+            service decides, with the signature's state, and records it).
+    """
+
+    uploads: int
+    with_manifest: int
+    trusted: int
+    valid: int
+    invalid: int
+    unknown_state: int
+    ai_declared: int
+    capture_declared: int
+    disagreements: int
+
+
+def provenance_counts(predictions: pd.DataFrame) -> ProvenanceCounts:
+    """Uploads with credentials, by validation state, AI declarations and disagreements."""
+    return ProvenanceCounts(**_count_flags(provenance_flags(predictions)))
+
+
+def provenance_table(predictions: pd.DataFrame, by: ProvenanceDimension) -> pd.DataFrame:
+    """The :data:`PROVENANCE_COUNTS` per model version or per UTC day.
+
+    Args:
+        predictions: A predictions frame (``created_at`` in UTC, ``model_version``,
+            ``provenance``).
+        by: ``model_version`` (numerically ordered) or ``day`` (the UTC timestamp of the day's
+            start; days without uploads between the first and the last are listed with zeros).
+
+    Returns:
+        One row per group: a column named after ``by``, then the counts.
+    """
+    flags = provenance_flags(predictions)
+    if by == "model_version":
+        keys = predictions["model_version"].astype(str)
+        groups = sorted_versions(keys)
+    elif by == "day":
+        keys = predictions["created_at"].dt.floor("D")
+        groups = list(pd.date_range(keys.min(), keys.max(), freq="D")) if len(keys) else []
+    else:
+        raise ValueError(f"cannot group provenance by {by!r}")
+    rows = [{by: group, **_count_flags(flags[(keys == group).to_numpy()])} for group in groups]
+    table = pd.DataFrame(rows, columns=[by, *PROVENANCE_COUNTS])
+    return table.astype(dict.fromkeys(PROVENANCE_COUNTS, int))
+
+
+def provenance_disagreements(predictions: pd.DataFrame, limit: int = 20) -> pd.DataFrame:
+    """The newest predictions whose credentials contradict the verdict (at most ``limit``).
+
+    Returns:
+        Columns ``id``, ``created_at``, ``model_version``, ``label``, ``prob_fake`` and, from
+        the credentials, ``validation_state``, ``digital_source_type``, ``signer``,
+        ``claim_generator``; newest first.
+    """
+    details = ["validation_state", "digital_source_type", "signer", "claim_generator"]
+    columns = ["id", "created_at", "model_version", "label", "prob_fake", *details]
+    flags = provenance_flags(predictions)
+    rows = predictions[flags["disagrees"].to_numpy()]
+    rows = rows.sort_values("created_at", ascending=False, kind="stable").head(limit)
+    table = rows.reindex(columns=columns[:5]).reset_index(drop=True)
+    parsed = [parse_provenance(value) or {} for value in rows.get("provenance", [])]
+    for name in details:
+        # object dtype: a missing signer stays None (a string column would make it NaN)
+        values = [_text_or_none(obj.get(name)) for obj in parsed]
+        table[name] = pd.Series(values, index=table.index, dtype=object)
+    return table[columns]
+
+
+def _text_or_none(value: object) -> str | None:
+    """A credential field as text for a table; None when absent."""
+    return None if value is None else str(value)

@@ -58,3 +58,15 @@ class InvalidFeedbackError(DeepFakeNetError):
 
 class DataLeakError(DatasetError):
     """An evaluation protocol found held-out images (a family or a source) in train or val."""
+
+
+class InvalidVideoError(InvalidImageError):
+    """The bytes are not a decodable video, or the video breaks a configured limit.
+
+    A subclass of :class:`InvalidImageError`: the service answers 4xx with ``str(error)``, so the
+    message must say what is wrong in words a client can act on.
+    """
+
+
+class VideoTooLargeError(InvalidVideoError, ImageTooLargeError):
+    """The upload is over the byte limit or its frames over the pixel limit (HTTP 413)."""

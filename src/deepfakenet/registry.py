@@ -368,15 +368,47 @@ def load_net_from_dir(path: str | Path) -> DeepfakeNet:
     return _checked(mlflow.pytorch.load_model(str(path), map_location="cpu"), str(path))
 
 
+#: Version tags of the clip rule ``make video-eval`` chose for the version on validation clips.
+VIDEO_QUANTILE_TAG = "deepfakenet.video.quantile"
+VIDEO_THRESHOLD_TAG = "deepfakenet.video.threshold"
+
+
 def version_labels(version: ModelVersion, alias: str | None = None) -> dict[str, str]:
-    """What a deployment should know of a version: number, run, data version, alias."""
-    return {
+    """What a deployment should know of a version.
+
+    Number, run, data version, alias, and its clip rule (``video_quantile`` /
+    ``video_threshold``) when ``make video-eval`` chose one for it.
+    """
+    tags = version.tags or {}
+    labels = {
         "model_name": version.name,
         "model_version": str(version.version),
         "run_id": version.run_id or "",
-        "data_version": (version.tags or {}).get("data_version", "unknown"),
+        "data_version": tags.get("data_version", "unknown"),
         "alias": alias or "",
     }
+    for key, tag in (
+        ("video_quantile", VIDEO_QUANTILE_TAG),
+        ("video_threshold", VIDEO_THRESHOLD_TAG),
+    ):
+        if tag in tags:
+            labels[key] = tags[tag]
+    return labels
+
+
+def set_video_rule(
+    client: MlflowClient, name: str, version: str | int, quantile: float, threshold: float
+) -> None:
+    """Record the clip rule chosen for a version (read back by :func:`version_labels`)."""
+    client.set_model_version_tag(name, str(version), VIDEO_QUANTILE_TAG, f"{quantile:g}")
+    client.set_model_version_tag(name, str(version), VIDEO_THRESHOLD_TAG, f"{threshold:.6f}")
+    log.info(
+        "version %s of %s: video rule quantile %g, threshold %.6f",
+        version,
+        name,
+        quantile,
+        threshold,
+    )
 
 
 #: Run tags of the retraining job (written by ``retrain``, read by the admin dashboard).

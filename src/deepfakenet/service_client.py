@@ -6,6 +6,11 @@ message can be shown to a person as it is. :class:`ServiceUnavailableError` mean
 is not there or broke" (connection refused, timeout, 5xx); :class:`ServiceRejectedError` means
 "the service understood and said no" (4xx, with its reason).
 
+Answers arrive as frozen dataclasses: :class:`Explanation` (``/explain``) and
+:class:`VideoVerdict` (``/predict_video``). Both carry the upload's C2PA ``provenance`` as the
+service sent it (a dict, or None from a service of an earlier release): it is evidence to show
+beside the verdict, and :func:`deepfakenet.display.describe_provenance` words it.
+
 The service answers every error as ``{"error": reason}``. Services of earlier releases also
 answered ``[{"error": reason}]`` (BentoML's own 4xx) and ``{"detail": reason}`` (the FastAPI
 routes); :func:`error_reason` still reads those, so the dashboard works against either.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import mimetypes
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +70,8 @@ class Explanation:
         heatmap_png: PNG bytes of the heat map over the centre crop the model scored.
         cam: Grad-CAM at the layer's resolution, values in ``[0, 1]``.
         layer: Backbone layer explained.
+        provenance: The upload's C2PA content credentials (the service's ``provenance``
+            object); None when the service did not send any.
     """
 
     prediction_id: str
@@ -74,6 +82,67 @@ class Explanation:
     heatmap_png: bytes
     cam: list[list[float]]
     layer: str
+    provenance: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class FramePoint:
+    """One scored frame of a clip: its time and its calibrated P(fake)."""
+
+    t: float
+    prob_fake: float
+
+
+@dataclass(frozen=True)
+class StrongestFrame:
+    """The sampled frame with the highest P(fake) and its Grad-CAM.
+
+    Attributes:
+        index: Its position in :attr:`VideoVerdict.frames`.
+        t: Its presentation time, in seconds.
+        prob_fake: Its calibrated probability of ``fake``.
+        heatmap_png: PNG bytes of the Grad-CAM of ``fake`` over the crop the model scored.
+    """
+
+    index: int
+    t: float
+    prob_fake: float
+    heatmap_png: bytes
+
+
+@dataclass(frozen=True)
+class VideoVerdict:
+    """The answer of ``POST /predict_video``: one verdict on a clip from its sampled frames.
+
+    Attributes:
+        prediction_id: Id to send feedback for this clip (as for an image).
+        label: ``real`` or ``fake``: the clip's score judged at ``threshold``.
+        prob_fake: The clip's score: the ``quantile`` of its frames' P(fake).
+        threshold: The clip is ``fake`` when its score reaches this.
+        quantile: Which quantile of the frame scores makes the clip's score.
+        model_version: Registered model version that scored the frames.
+        duration_s: The clip's duration in seconds.
+        width: Frame width in pixels.
+        height: Frame height in pixels.
+        sampled_fps: Frames scored per second of video.
+        frames: The timeline, in time order.
+        strongest: The frame with the highest P(fake).
+        provenance: The upload's C2PA content credentials; None when the service sent none.
+    """
+
+    prediction_id: str
+    label: str
+    prob_fake: float
+    threshold: float
+    quantile: float
+    model_version: str
+    duration_s: float
+    width: int
+    height: int
+    sampled_fps: float
+    frames: list[FramePoint]
+    strongest: StrongestFrame
+    provenance: dict[str, Any] | None = None
 
 
 def error_reason(response: httpx.Response) -> str:
@@ -91,8 +160,14 @@ def error_reason(response: httpx.Response) -> str:
     return response.text.strip() or response.reason_phrase
 
 
+def _provenance(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The answer's ``provenance`` object; None when absent or not an object."""
+    value = body.get("provenance")
+    return dict(value) if isinstance(value, dict) else None
+
+
 class ServiceClient:
-    """Calls ``/model``, ``/explain`` and ``/feedback`` of a running service.
+    """Calls ``/model``, ``/explain``, ``/predict_video`` and ``/feedback`` of a running service.
 
     Each call opens its own short-lived connection: a dashboard makes a handful of calls per
     interaction, and nothing is left open between Streamlit reruns.
@@ -166,12 +241,53 @@ class ServiceClient:
                 heatmap_png=base64.b64decode(body["heatmap_png"]),
                 cam=[[float(v) for v in row] for row in body["cam"]],
                 layer=str(body["layer"]),
+                provenance=_provenance(body),
             )
         except (KeyError, TypeError, ValueError) as err:
-            raise ServiceUnavailableError(
-                f"the service at {self.shown_url} answered /explain without a usable result "
-                f"({err!r}); is it a DeepFakeNet service of a matching version?"
-            ) from err
+            raise self._unusable("/explain", err) from err
+
+    def predict_video(self, data: bytes, filename: str = "clip.mp4") -> VideoVerdict:
+        """``POST /predict_video``: score a clip's sampled frames; the verdict and its timeline.
+
+        The bytes go as the multipart file field ``video``. Only the extension of ``filename``
+        is meant to travel (callers pass a neutral name such as ``clip.webm``): it and the
+        content type guessed from it are hints for the container; the service reads the bytes.
+
+        Raises:
+            ServiceUnavailableError: The service cannot be reached, failed, or answered without
+                a usable result.
+            ServiceRejectedError: The service refused the clip (not a video, too long, too
+                large, no frames, ...; ``reason`` says which), or it has no such route (404: a
+                service of an earlier release).
+        """
+        content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        body = self._request(
+            "POST", "/predict_video", files={"video": (filename, data, content_type)}
+        )
+        try:
+            strongest = body["strongest"]
+            return VideoVerdict(
+                prediction_id=str(body["prediction_id"]),
+                label=str(body["label"]),
+                prob_fake=float(body["prob_fake"]),
+                threshold=float(body["threshold"]),
+                quantile=float(body["quantile"]),
+                model_version=str(body["model_version"]),
+                duration_s=float(body["duration_s"]),
+                width=int(body["width"]),
+                height=int(body["height"]),
+                sampled_fps=float(body["sampled_fps"]),
+                frames=[FramePoint(float(f["t"]), float(f["prob_fake"])) for f in body["frames"]],
+                strongest=StrongestFrame(
+                    index=int(strongest["index"]),
+                    t=float(strongest["t"]),
+                    prob_fake=float(strongest["prob_fake"]),
+                    heatmap_png=base64.b64decode(strongest["heatmap_png"]),
+                ),
+                provenance=_provenance(body),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise self._unusable("/predict_video", err) from err
 
     def feedback(self, prediction_id: str, label: str, comment: str | None = None) -> str:
         """``POST /feedback``: store a person's label for a prediction; return the feedback id.
@@ -193,6 +309,13 @@ class ServiceClient:
                 f"the service at {self.shown_url} answered /feedback without a feedback id"
             )
         return str(body["feedback_id"])
+
+    def _unusable(self, path: str, err: Exception) -> ServiceUnavailableError:
+        """The error for a 2xx answer whose body lacks what the route promises."""
+        return ServiceUnavailableError(
+            f"the service at {self.shown_url} answered {path} without a usable result "
+            f"({err!r}); is it a DeepFakeNet service of a matching version?"
+        )
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send one request; return the JSON body of a 2xx or raise a named error."""

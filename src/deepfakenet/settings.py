@@ -18,6 +18,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: The clip quantile of a version for which ``make video-eval`` chose no rule.
+DEFAULT_VIDEO_QUANTILE = 0.9
 #: Environment variable prefix of every setting, e.g. ``DEEPFAKENET_STORE_URL``.
 ENV_PREFIX = "DEEPFAKENET_"
 #: What ``DEEPFAKENET_BACKEND`` may say (see :func:`deepfakenet.backends.load_backend`).
@@ -73,6 +75,23 @@ class ServiceSettings(BaseSettings):
             registry poll); with polling on, set it to the number of cores.
         threads: Intra-op threads of each worker's backend; None divides the cores among the
             workers.
+        trust_anchors: PEM bundle of the C2PA certificate authorities whose signatures count as
+            trusted (:mod:`deepfakenet.provenance`). None: a valid signature is reported as
+            ``Valid`` (signer not trusted), never as ``Trusted``.
+        max_video_bytes: Largest accepted ``/predict_video`` upload.
+        max_video_seconds: Longest accepted clip, by its header and by the frames decoded.
+        max_video_frames: Most frames decoded from one clip (all of them, not only the sampled).
+        max_video_pixels: Largest accepted ``width * height`` of a video frame.
+        video_deadline_s: Wall-clock limit on decoding one clip; a slower one is refused (422).
+        video_sample_fps: Frames scored per second of video (``make video-eval`` measures the
+            rule at this rate).
+        video_max_samples: Most frames scored per clip; a longer clip is sampled more sparsely.
+        video_quantile: The clip's score is this quantile of its frames' calibrated P(fake)
+            (1.0 = the strongest frame). None: the rule ``make video-eval`` chose for the served
+            version on validation clips (a version tag), else :data:`DEFAULT_VIDEO_QUANTILE`.
+        video_threshold: A clip is ``fake`` when its score reaches this. None: the version's
+            chosen rule, else the model's own image threshold (unmeasured on clips: the service
+            logs a warning).
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
@@ -100,6 +119,16 @@ class ServiceSettings(BaseSettings):
     backend: BackendChoice = "auto"
     workers: int = Field(default=1, ge=1)
     threads: int | None = Field(default=None, ge=1)
+    trust_anchors: Path | None = None
+    max_video_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
+    max_video_seconds: float = Field(default=600.0, gt=0)
+    max_video_frames: int = Field(default=20_000, gt=0)
+    max_video_pixels: int = Field(default=3840 * 2160, gt=0)
+    video_deadline_s: float = Field(default=30.0, gt=0)
+    video_sample_fps: float = Field(default=2.0, gt=0)
+    video_max_samples: int = Field(default=64, gt=0)
+    video_quantile: float | None = Field(default=None, ge=0, le=1)
+    video_threshold: float | None = Field(default=None, ge=0, le=1)
 
     @property
     def worker_count(self) -> int:

@@ -78,6 +78,18 @@ class Prediction(Base):
     # client voting many times on re-uploads of the same image counts once. Nullable: records
     # of the previous release have none.
     client_key: Mapped[str | None] = mapped_column(sa.String(CLIENT_KEY_CHARS), nullable=True)
+    # The upload's C2PA provenance as JSON (:meth:`deepfakenet.provenance.Provenance.to_dict`),
+    # kept beside the verdict it may contradict; never in the feature store. Nullable: records
+    # of earlier releases have none.
+    provenance: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+
+
+#: Columns added to ``predictions`` after the first release (nullable, with their DDL type):
+#: :meth:`Store._upgrade` adds the missing ones to an older database.
+ADDED_COLUMNS: dict[str, str] = {
+    "client_key": f"VARCHAR({CLIENT_KEY_CHARS})",
+    "provenance": "TEXT",
+}
 
 
 class Feedback(Base):
@@ -118,6 +130,7 @@ class PredictionRecord:
     height: int
     format: str
     client_key: str | None = None
+    provenance: str | None = None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -165,9 +178,10 @@ class Store:
     table. A database written by the previous release is brought up to date here instead, by
     two idempotent steps that are safe when several processes open the store at once:
 
-    * ``predictions.client_key`` is added when missing (``ALTER TABLE ... ADD COLUMN``,
-      nullable: old rows have no client key); done whenever the table exists, also with
-      ``create=False``, because every query selects the column;
+    * the columns added since the first release (:data:`ADDED_COLUMNS`: ``client_key``,
+      ``provenance``) are added when missing (``ALTER TABLE ... ADD COLUMN``, nullable: old rows
+      have none); with ``create=False`` (a reader) the schema is left alone and a missing
+      column reads as NULL;
     * the unique index on ``feedback.prediction_id`` is created when missing (with
       ``create=True``). Where old data already holds several votes on one prediction the
       index cannot be built; the store then keeps working without it and
@@ -184,31 +198,30 @@ class Store:
         log.info("store at %s", self.safe_url)
 
     def _upgrade(self, create: bool) -> None:
-        """Bring a database of the previous release up to this schema (see the class doc)."""
-        self._has_client_key = True
+        """Bring a database of an earlier release up to this schema (see the class doc)."""
+        self._missing: set[str] = set()
         inspector = sa.inspect(self.engine)
         if not inspector.has_table(Prediction.__tablename__):
             return
         columns = {c["name"] for c in inspector.get_columns(Prediction.__tablename__)}
-        self._has_client_key = "client_key" in columns
-        if "client_key" not in columns and not create:
-            # A reader (the admin page opens the store with create=False, perhaps as a role that
-            # may not ALTER) never changes the schema: the missing column reads as NULL.
-            log.info("store: predictions.client_key is missing (older database); read as empty")
-            return
-        if "client_key" not in columns:
-            ddl = f"ALTER TABLE predictions ADD COLUMN client_key VARCHAR({CLIENT_KEY_CHARS})"
+        for name, ddl_type in ADDED_COLUMNS.items():
+            if name in columns:
+                continue
+            if not create:
+                # A reader (the admin page opens the store with create=False, perhaps as a role
+                # that may not ALTER) never changes the schema: the missing column reads as NULL.
+                log.info("store: predictions.%s is missing (older database); read as empty", name)
+                self._missing.add(name)
+                continue
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(sa.text(ddl))
-                log.info("store: added the column predictions.client_key (older database)")
-                self._has_client_key = True
+                    conn.execute(sa.text(f"ALTER TABLE predictions ADD COLUMN {name} {ddl_type}"))
+                log.info("store: added the column predictions.%s (older database)", name)
             except sa.exc.SQLAlchemyError as err:  # another process added it a moment ago
                 fresh = {c["name"] for c in sa.inspect(self.engine).get_columns("predictions")}
-                if "client_key" not in fresh:
+                if name not in fresh:
                     raise
-                self._has_client_key = True
-                log.debug("predictions.client_key was added concurrently: %s", err)
+                log.debug("predictions.%s was added concurrently: %s", name, err)
         if not create or not inspector.has_table(Feedback.__tablename__):
             return
         indexes = {i["name"] for i in inspector.get_indexes(Feedback.__tablename__)}
@@ -351,10 +364,7 @@ class Store:
     ) -> pd.DataFrame:
         """Predictions as a frame (newest last), optionally filtered by time and model version."""
         columns = [c.name for c in Prediction.__table__.columns]
-        selected = [
-            self._client_key() if name == "client_key" else getattr(Prediction, name)
-            for name in columns
-        ]
+        selected = [self._column(name) for name in columns]
         query = sa.select(*selected).order_by(Prediction.created_at)
         query = _filtered(query, Prediction, since, until, model_versions)
         return self._frame(query, columns)
@@ -371,7 +381,7 @@ class Store:
         Columns: ``feedback_id``, ``prediction_id``, ``created_at`` (of the feedback),
         ``human_label``, ``comment``, ``used_at``, ``used_by`` and the prediction's
         ``predicted_at``, ``model_version``, ``prob_fake``, ``model_label``, ``threshold``,
-        ``sha256``, ``width``, ``height``, ``format``, ``client_key``.
+        ``sha256``, ``width``, ``height``, ``format``, ``client_key``, ``provenance`` (JSON text).
 
         A database of the previous release may hold several votes on one prediction (there was
         no unique index): only the latest of them is returned, as if it had replaced the others.
@@ -394,7 +404,8 @@ class Store:
                 Prediction.width,
                 Prediction.height,
                 Prediction.format,
-                self._client_key(),
+                self._column("client_key"),
+                self._column("provenance"),
             )
             .join(Prediction, Feedback.prediction_id == Prediction.id)
             .order_by(Feedback.created_at)
@@ -420,6 +431,7 @@ class Store:
             "height",
             "format",
             "client_key",
+            "provenance",
         ]
         frame = self._frame(query, columns)
         if frame["prediction_id"].duplicated().any():  # older database: the latest vote wins
@@ -428,11 +440,11 @@ class Store:
             frame = frame[frame["used_at"].isna()]
         return frame.reset_index(drop=True)
 
-    def _client_key(self) -> Any:
-        """``predictions.client_key``, or NULL under its name in a database without it yet."""
-        if self._has_client_key:
-            return Prediction.client_key
-        return sa.null().label("client_key")
+    def _column(self, name: str) -> Any:
+        """A ``predictions`` column, or NULL under its name where an older database lacks it."""
+        if name in self._missing:
+            return sa.null().label(name)
+        return getattr(Prediction, name)
 
     def shas_with_feedback(self) -> set[str]:
         """Content hashes of every image that received feedback (kept by the image purge)."""
