@@ -28,9 +28,11 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
+from deepfakenet.data.clips import encode_clip
 from tests.conftest import ROOT, clean_env, free_port
 
 README = ROOT / "README.md"
@@ -152,6 +154,7 @@ README_COMMANDS: dict[str, tuple[str, ...] | str] = {
     "bentoml serve": (PATH_TEST, "tests/conftest.py::service"),
     "curl -F image=@photo.jpg http://127.0.0.1:3000/predict": (PATH_TEST,),
     "curl -F video=@clip.mp4 http://127.0.0.1:3000/predict_video": (
+        PATH_TEST,
         "tests/test_service_media.py::test_a_clip_gets_a_verdict_a_timeline_and_the_strongest_frame",
     ),
     "curl -F image=@photo.jpg -F target=fake http://127.0.0.1:3000/explain": (PATH_TEST,),
@@ -415,11 +418,14 @@ def test_readme_path_on_a_fresh_copy(tmp_path, monkeypatch):
 
         # The README's curl lines, with a real photo.jpg and this port.
         Image.open(pngs[0]).convert("RGB").save(repo / "photo.jpg", quality=95)
+        frames = [np.asarray(Image.open(p).convert("RGB"))[:16, :16] for p in pngs[:4]]
+        (repo / "clip.mp4").write_bytes(encode_clip(frames, "libx264", fps=4))
         curls = [c for c in readme_shell_commands() if c.startswith("curl ")]
         assert [re.search(r"/(\w+)$", c).group(1) for c in curls] == [
             "predict",
             "explain",
             "feedback",
+            "predict_video",
         ]
         answers = {}
         for command in curls:
@@ -433,6 +439,8 @@ def test_readme_path_on_a_fresh_copy(tmp_path, monkeypatch):
         assert answers["predict"]["model_version"] == "1"
         assert answers["explain"]["target"] == "fake" and answers["explain"]["heatmap_png"]
         assert answers["feedback"]["feedback_id"]
+        video = answers["predict_video"]
+        assert len(video["frames"]) == 2 and video["model_version"] == "1"  # 1 s at 2 fps
 
         # The README's Python client snippet, as written but for the port.
         (snippet,) = [b for b in readme_blocks("python") if "SyncHTTPClient" in b]
@@ -475,7 +483,9 @@ def test_readme_path_on_a_fresh_copy(tmp_path, monkeypatch):
     )
     assert probe.returncode == 0, probe.stderr[-3000:]
     rows, dims = map(int, probe.stdout.split()[-2:])
-    assert rows == 3 and dims == 512, "predict, explain and the client's predict were stored"
+    assert rows == 4 and dims == 512, (
+        "predict, explain, the clip and the client's predict were stored"
+    )
 
 
 # ----------------------------------------------------------------------------- make serve, no model
