@@ -120,15 +120,7 @@ def main() -> None:
         from deepfakenet.settings import ServiceSettings
 
         settings = ServiceSettings()
-        limits = VideoLimits(
-            max_bytes=settings.max_video_bytes,
-            max_duration_s=settings.max_video_seconds,
-            max_frames=settings.max_video_frames,
-            max_pixels=settings.max_video_pixels,
-            deadline_s=settings.video_deadline_s,
-            sample_fps=settings.video_sample_fps,
-            max_samples=settings.video_max_samples,
-        )
+        limits = VideoLimits.from_settings(settings)
         decode = []
         for _ in range(3):
             start = time.perf_counter()

@@ -31,7 +31,7 @@ from deepfakenet.settings import ServiceSettings
 log = logging.getLogger("deepfakenet.dashboards.detector")
 
 #: Extensions the uploader offers; the service decides what it accepts (by content, not name).
-VIDEO_TYPES = ["mp4", "m4v", "mov", "webm", "mkv", "avi", "mpg", "mpeg", "ogv", "3gp"]
+VIDEO_TYPES = ["mp4", "m4v", "mov", "webm", "mkv", "avi", "3gp"]  # what the service accepts
 #: Session key of the last answer: ``(sha256 of the clip, VideoVerdict)``.
 VIDEO_RESULT_KEY = "detector.video_result"
 

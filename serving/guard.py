@@ -168,6 +168,10 @@ class UploadGuard:
         routes: Upload route path -> names of the text fields it accepts besides its file.
         file_fields: Upload route path -> the name of its one file field (default ``image``).
         byte_limits: Upload route path -> its own body limit (e.g. a video route's).
+        read_timeouts: Route path -> its own read timeout (a large upload takes longer).
+        max_concurrent: Route path -> most requests in progress at once in this worker; more
+            get 503 with ``Retry-After`` before their body is read (expensive routes, so that a
+            few hostile uploads cannot queue every honest one past the traffic timeout).
         json_routes: Route path -> largest accepted JSON body (e.g. ``/feedback``).
         read_timeout_s: Longest time to receive a guarded route's body; slower ones get 408.
         internal_routes: Paths only the service's in-process client may call; the network gets
@@ -186,6 +190,8 @@ class UploadGuard:
         read_timeout_s: float = 30.0,
         file_fields: dict[str, str] | None = None,
         byte_limits: dict[str, int] | None = None,
+        read_timeouts: dict[str, float] | None = None,
+        max_concurrent: dict[str, int] | None = None,
         internal_routes: frozenset[str] = frozenset(),
         bearer_tokens: dict[str, str] | None = None,
         openapi: Callable[[], dict[str, Any]] | None = None,
@@ -197,6 +203,9 @@ class UploadGuard:
         self.json_routes = json_routes
         self.file_fields = file_fields or {}
         self.byte_limits = byte_limits or {}
+        self.read_timeouts = read_timeouts or {}
+        self.max_concurrent = max_concurrent or {}
+        self._in_progress = dict.fromkeys(self.max_concurrent, 0)
         self.read_timeout_s = read_timeout_s
         self.internal_routes = internal_routes
         self.bearer_tokens = {
@@ -250,12 +259,29 @@ class UploadGuard:
                     {"www-authenticate": "Bearer"},
                 )
                 return
+        cap = self.max_concurrent.get(path)
+        if cap is not None and self._in_progress[path] >= cap:
+            reason = f"{cap} uploads to {path} are already being processed: try again shortly"
+            await self._reject(scope, receive, send, 503, reason, {"retry-after": "5"})
+            return
+        if cap is None:
+            await self._admitted(scope, receive, send, path)
+            return
+        self._in_progress[path] += 1  # one event loop per worker: no lock needed
+        try:
+            await self._admitted(scope, receive, send, path)
+        finally:
+            self._in_progress[path] -= 1
+
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """Read within the limits, check, then hand the body to the app (and let it go)."""
         limit = self.json_routes.get(path, self.byte_limits.get(path, self.max_bytes))
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             await self._reject(scope, receive, send, 413, self._too_large(int(declared), limit))
             return
-        body = await self._read_body(scope, receive, send, limit)
+        timeout = self.read_timeouts.get(path, self.read_timeout_s)
+        body = await self._read_body(scope, receive, send, limit, timeout)
         if body is None:
             return
         if path in self.json_routes:
@@ -269,22 +295,24 @@ class UploadGuard:
         replayed = False
 
         async def replay() -> Message:
-            nonlocal replayed
+            nonlocal replayed, body
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
+                message = {"type": "http.request", "body": body, "more_body": False}
+                body = b""  # handed over: not held for the rest of the request
+                return message
             return await receive()
 
         await self.app(scope, replay, send)
 
     async def _read_body(
-        self, scope: Scope, receive: Receive, send: Send, limit: int
+        self, scope: Scope, receive: Receive, send: Send, limit: int, timeout: float
     ) -> bytes | None:
         """The whole body, or None after answering 408/413 (or when the client went away)."""
         chunks: list[bytes] = []
         size = 0
         try:
-            async with asyncio.timeout(self.read_timeout_s):
+            async with asyncio.timeout(timeout):
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
@@ -297,10 +325,7 @@ class UploadGuard:
                     if not message.get("more_body", False):
                         return b"".join(chunks)
         except TimeoutError:
-            reason = (
-                f"the request body did not arrive within {self.read_timeout_s:g} s "
-                f"({size} bytes received)"
-            )
+            reason = f"the request body did not arrive within {timeout:g} s ({size} bytes received)"
             await self._reject(scope, receive, send, 408, reason)
             return None
         await self._reject(scope, receive, send, 413, self._too_large(size, limit))

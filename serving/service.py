@@ -41,6 +41,7 @@ from typing import Annotated, Any, Literal
 import aiohttp
 import bentoml
 import numpy as np
+from bentoml.exceptions import ServiceUnavailable
 from bentoml.mlflow import MLFLOW_MODEL_FOLDER
 from fastapi import FastAPI, Header, HTTPException
 from mlflow.exceptions import MlflowException
@@ -55,7 +56,14 @@ from deepfakenet.errors import (
 from deepfakenet.imaging import DecodeLimits, decode_image
 from deepfakenet.provenance import Provenance, ProvenanceReader
 from deepfakenet.settings import DEFAULT_VIDEO_QUANTILE, ServiceSettings
-from deepfakenet.video import SampledVideo, VideoLimits, clip_score, sample_frames
+from deepfakenet.video import (
+    SampledVideo,
+    VideoLimits,
+    check_upload,
+    clip_score,
+    sample_frames,
+    served_rule,
+)
 from serving.clients import AccessLogPseudonymiser, ClientKeyer, load_or_create_salt
 from serving.errors import client_error, client_host
 from serving.guard import UploadGuard
@@ -85,7 +93,14 @@ with bentoml.importing():
     from deepfakenet.preprocessing import PilCenterCrop, crop, denormalize, normalize
     from deepfakenet.recording import Recorder
     from deepfakenet.runtime import ChampionWatcher, LoadedModel, ModelHolder
-    from deepfakenet.store import ImageArchive, PredictionRecord, Store, new_id, utcnow
+    from deepfakenet.store import (
+        VIDEO_ENDPOINT,
+        ImageArchive,
+        PredictionRecord,
+        Store,
+        new_id,
+        utcnow,
+    )
     from serving.scoring import score_items
 
 log = logging.getLogger("deepfakenet.service")
@@ -144,18 +159,10 @@ class DeepfakeDetector:
         self.limits = DecodeLimits(SETTINGS.max_upload_bytes, SETTINGS.max_pixels)
         # Read once here: a missing or broken PEM bundle stops the start, not every request.
         self.provenance = ProvenanceReader(SETTINGS.trust_anchors)
-        self.video_limits = VideoLimits(
-            max_bytes=SETTINGS.max_video_bytes,
-            max_duration_s=SETTINGS.max_video_seconds,
-            max_frames=SETTINGS.max_video_frames,
-            max_pixels=SETTINGS.max_video_pixels,
-            deadline_s=SETTINGS.video_deadline_s,
-            sample_fps=SETTINGS.video_sample_fps,
-            max_samples=SETTINGS.video_max_samples,
-        )
-        # One clip decodes at a time (FFmpeg's own threads use the cores): a burst of uploads
-        # queues here instead of multiplying the decode memory; each waits within the traffic
-        # timeout.
+        self.video_limits = VideoLimits.from_settings(SETTINGS)
+        # One clip decodes at a time (FFmpeg's own threads use the cores); the upload guard
+        # admits at most DEEPFAKENET_MAX_CONCURRENT_VIDEOS per worker and answers 503 to more,
+        # so the line here is short: each waits at most a few decode deadlines.
         self.video_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="video")
         self.store = Store(SETTINGS.store_url)
         self.archive = ImageArchive(SETTINGS.image_dir)
@@ -288,10 +295,14 @@ class DeepfakeDetector:
         client_key = self._client_key(ctx)
         loop = asyncio.get_running_loop()
         model = self.models.current
-        data, provenance, sampled, crops = await loop.run_in_executor(
+        meta, provenance, sampled, crops = await loop.run_in_executor(
             self.video_pool, self._prepare_video, video, model
         )
         results = await self._infer([ScoreItem.from_crop(c) for c in crops])
+        if any(r.model_version != model.version for r in results):
+            # The champion changed while the frames were scored: the rule, the Grad-CAM and
+            # the frames must all be one model's.
+            raise ServiceUnavailable("the model changed while the clip was scored: send it again")
         probs = np.array([r.prob_fake for r in results])
         quantile, threshold = video_rule(model)
         score = clip_score(probs, quantile)
@@ -300,15 +311,9 @@ class DeepfakeDetector:
         heatmap = await loop.run_in_executor(
             self.explain_pool, self._heatmap, model, crops[strongest], LABELS.index("fake")
         )
-        sha = hashlib.sha256(data).hexdigest()
-        self.recorder.archive(sha, sampled.frames[strongest])
+        # The archive may wait for room (back-pressure): off the event loop.
+        await asyncio.to_thread(self.recorder.archive, meta["sha256"], sampled.frames[strongest])
         vector = np.frombuffer(base64.b64decode(results[strongest].features), dtype=np.float32)
-        meta = {
-            "sha256": sha,
-            "width": sampled.width,
-            "height": sampled.height,
-            "format": sampled.container[:16],
-        }
         clip = ScoreResult(
             prob_fake=score,
             label=label,
@@ -316,7 +321,7 @@ class DeepfakeDetector:
             model_version=results[strongest].model_version,
             features="",
         )
-        committed = self._record("predict_video", meta, clip, vector, client_key, provenance)
+        committed = self._record(VIDEO_ENDPOINT, meta, clip, vector, client_key, provenance)
         pred_id = await asyncio.wrap_future(committed)
         times = sampled.times
         return VideoPredictionOut(
@@ -329,7 +334,7 @@ class DeepfakeDetector:
             duration_s=sampled.duration_s,
             width=sampled.width,
             height=sampled.height,
-            sampled_fps=SETTINGS.video_sample_fps,
+            sampled_fps=1.0 / sampled.sample_interval_s,
             frames=[FramePoint(t=t, prob_fake=float(p)) for t, p in zip(times, probs, strict=True)],
             strongest=StrongestFrame(
                 index=strongest,
@@ -443,22 +448,32 @@ class DeepfakeDetector:
 
     def _prepare_video(
         self, path: Path, model: LoadedModel
-    ) -> tuple[bytes, Provenance, SampledVideo, torch.Tensor]:
-        """Read a clip's provenance, sample its frames within the limits, crop them; 4xx if bad.
+    ) -> tuple[dict, Provenance, SampledVideo, torch.Tensor]:
+        """Check a clip, read its provenance, sample its frames within the limits, crop them.
+
+        The cheap checks (bytes, container) come first, so a 100 MB upload of garbage costs no
+        manifest read. 4xx for bad input.
 
         Returns:
-            The upload's bytes, its provenance, the sampled frames and their uint8 crops.
+            The record's fields, the provenance, the sampled frames and their uint8 crops.
         """
         data = path.read_bytes()
-        provenance = self.provenance.read(data)
         try:
+            check_upload(data, self.video_limits)
+            provenance = self.provenance.read(data)
             # Only the model's centre crop of each sampled frame is kept (memory stays small).
             sampled = sample_frames(
                 data, self.video_limits, keep=PilCenterCrop(model.net.crop_size)
             )
         except InvalidImageError as err:  # InvalidVideoError and its 413 subclass
             raise client_error(err) from err
-        return data, provenance, sampled, crop(sampled.frames, model.net.crop_size)
+        meta = {
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "width": sampled.width,
+            "height": sampled.height,
+            "format": sampled.container[:16],
+        }
+        return meta, provenance, sampled, crop(sampled.frames, model.net.crop_size)
 
     def _client_key(self, ctx: bentoml.Context) -> str | None:
         """The requesting client's pseudonymous key (never its address)."""
@@ -488,7 +503,7 @@ class DeepfakeDetector:
             label=result.label,
             threshold=result.threshold,
             client_key=client_key,
-            provenance=json.dumps(_provenance_out(provenance, result.label).model_dump()),
+            provenance=_stored_provenance(provenance, result.label),
             **meta,
         )
         return self.recorder.record(record, vector)
@@ -578,26 +593,26 @@ class DeepfakeDetector:
 def video_rule(model: LoadedModel) -> tuple[float, float]:
     """The clip rule ``(quantile, threshold)`` for ``model``.
 
-    The settings' override, else the rule ``make video-eval`` chose for the version (its
-    labels), else the image threshold.
+    The settings' pair, else the version's own, else the image threshold with a warning
+    (:func:`deepfakenet.video.served_rule`).
     """
-    labels = model.labels
-    quantile = SETTINGS.video_quantile
-    if quantile is None:
-        quantile = float(labels.get("video_quantile", DEFAULT_VIDEO_QUANTILE))
-    threshold = SETTINGS.video_threshold
-    if threshold is None and "video_threshold" in labels:
-        threshold = float(labels["video_threshold"])
-    if threshold is None:
-        if model.version not in _UNMEASURED_WARNED:
-            _UNMEASURED_WARNED.add(model.version)
-            log.warning(
-                "model version %s has no video rule (run `make video-eval REF=%s`): clips are "
-                "judged at its image threshold, never measured on clips",
-                model.version,
-                model.version,
-            )
-        threshold = float(model.net.threshold)
+    override = (
+        (SETTINGS.video_quantile, SETTINGS.video_threshold)
+        if SETTINGS.video_quantile is not None and SETTINGS.video_threshold is not None
+        else None
+    )
+    quantile, threshold, measured = served_rule(
+        model.labels, float(model.net.threshold), override, DEFAULT_VIDEO_QUANTILE
+    )
+    if not measured and model.version not in _UNMEASURED_WARNED:
+        _UNMEASURED_WARNED.add(model.version)
+        log.warning(
+            "model version %s has no video rule (run `make video-eval REF=%s`): clips are judged "
+            "at quantile %g and its image threshold, never measured on clips",
+            model.version,
+            model.version,
+            quantile,
+        )
     return quantile, threshold
 
 
@@ -606,8 +621,22 @@ _UNMEASURED_WARNED: set[str] = set()
 
 
 def _provenance_out(provenance: Provenance, label: str) -> ProvenanceOut:
-    """The provenance as answered and recorded, with its (dis)agreement with ``label``."""
+    """The provenance as answered, with its (dis)agreement with ``label``."""
     return ProvenanceOut(**provenance.to_dict(), disagrees=provenance.disagrees_with(label))
+
+
+def _stored_provenance(provenance: Provenance, label: str) -> str | None:
+    """What the prediction record keeps of the provenance (JSON), None without a manifest.
+
+    The signer only when trusted: an untrusted certificate's name may be a person's, and the
+    records outlive the archived images.
+    """
+    if not provenance.manifest_present:
+        return None
+    stored = _provenance_out(provenance, label).model_dump()
+    if stored["validation_state"] != "Trusted":
+        stored["signer"] = None
+    return json.dumps(stored)
 
 
 #: The batch route: reachable only by the service's own in-process client.
@@ -633,6 +662,8 @@ DeepfakeDetector.add_asgi_middleware(
     routes={"/predict": set(), "/features": set(), "/explain": {"target"}, "/predict_video": set()},
     file_fields={"/predict_video": "video"},
     byte_limits={"/predict_video": SETTINGS.max_video_bytes + 65536},
+    read_timeouts={"/predict_video": SETTINGS.video_read_timeout_s},
+    max_concurrent={"/predict_video": SETTINGS.max_concurrent_videos},
     # A comment of max_comment_chars characters, each \u-escaped as a surrogate pair (12 bytes
     # of JSON), plus room for the other fields: a valid body is never refused for its size.
     json_routes={"/feedback": 12 * SETTINGS.max_comment_chars + 4096},

@@ -523,3 +523,54 @@ def test_an_exception_after_an_error_start_still_gets_the_one_schema():
 
     response = call(guard(half), "GET", "/model")
     assert response.status_code == 500 and response.json() == {"error": "internal server error"}
+
+
+def test_an_expensive_route_takes_a_bounded_number_of_uploads_and_refuses_more_at_once():
+    """Past ``max_concurrent`` uploads in progress, the next gets 503 + Retry-After before its
+    body is read; a slot frees when a request ends, and other routes are never limited."""
+    release = asyncio.Event()
+    started = 0
+
+    async def slow_app(scope, receive, send) -> None:
+        nonlocal started
+        started += 1
+        await release.wait()
+        await echo_app(scope, receive, send)
+
+    app = guard(
+        slow_app,
+        routes={"/predict": set(), "/predict_video": set()},
+        file_fields={"/predict_video": "video"},
+        max_concurrent={"/predict_video": 2},
+        read_timeouts={"/predict_video": 5.0},
+    )
+    body, content_type = multipart({"video": ("v.mp4", b"\x00" * 100, "video/mp4")})
+    headers = {"content-type": content_type}
+
+    async def post(path: str, client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post(path, headers=headers, content=body)
+
+    async def go() -> list[int]:
+        async def in_starlette(scope, receive, send) -> None:
+            await app({**scope, "app": app}, receive, send)
+
+        transport = httpx.ASGITransport(app=in_starlette, client=NETWORK_CLIENT)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            first = [asyncio.create_task(post("/predict_video", http)) for _ in range(2)]
+            while started < 2:
+                await asyncio.sleep(0.01)
+            refused = await post("/predict_video", http)
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["retry-after"] == "5" and "try again" in refused.json()["error"]
+            image_body, image_type = multipart({"image": ("a.png", png(), "image/png")})
+            other = asyncio.create_task(
+                http.post("/predict", headers={"content-type": image_type}, content=image_body)
+            )
+            while started < 3:  # the image route is not limited
+                await asyncio.sleep(0.01)
+            release.set()
+            statuses = [r.status_code for r in await asyncio.gather(*first, other)]
+            again = await post("/predict_video", http)  # the slots are free again
+            return [*statuses, again.status_code]
+
+    assert asyncio.run(go()) == [200, 200, 200, 200]

@@ -295,3 +295,16 @@ def test_an_old_database_is_read_without_changing_it(tmp_path):
     columns = {c["name"] for c in sa.inspect(sa.create_engine(f"sqlite:///{path}")).get_columns(
         "predictions")}  # fmt: skip
     assert not {"client_key", "provenance"} & columns, "a reader never changes the schema"
+
+
+def test_votes_on_clips_are_stored_but_never_label_an_image(store):
+    """A clip's label does not say which frames are fake: retraining never learns from it."""
+    from deepfakenet.store import VIDEO_ENDPOINT, collect_labels
+
+    image, clip = record(sha256="a" * 64), record(sha256="b" * 64, endpoint=VIDEO_ENDPOINT)
+    store.add_predictions([image, clip])
+    store.add_feedback(image.id, "fake")
+    store.add_feedback(clip.id, "fake")
+    assert store.feedback_frame()["endpoint"].tolist() == ["predict", VIDEO_ENDPOINT]
+    labels, _ = collect_labels(store)
+    assert labels["sha256"].tolist() == ["a" * 64]

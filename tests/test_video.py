@@ -179,12 +179,41 @@ def test_variable_frame_rate_times_come_from_pts():
 def test_a_long_clip_is_sampled_over_its_whole_length():
     data = encode_clip(solid_frames(40, size=32, step=6), "mpeg4", fps=2, quality=2)  # 20 s
     sampled = sample_frames(data, VideoLimits(sample_fps=2.0, max_samples=8))
-    assert len(sampled.frames) == 8 and sampled.decoded_frames == 40
-    assert sampled.times == pytest.approx([0.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 17.5])
+    # Thinned twice (0.5 s -> 2 s -> 4 s): between max_samples / 2 and max_samples frames, evenly
+    # spread, and the rate actually used is reported.
+    assert len(sampled.frames) == 5 and sampled.decoded_frames == 40
+    assert sampled.times == pytest.approx([0.0, 4.0, 8.0, 12.0, 16.0])
+    assert sampled.sample_interval_s == pytest.approx(4.0)
+
+
+def test_another_track_s_long_duration_does_not_thin_the_sampling():
+    """A silent audio track of 500 s beside a 10 s video: the header says 500 s, but the samples
+    come at the configured rate over the video (the header never sets the interval)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="matroska") as container:
+        video = container.add_stream("libx264", rate=10)
+        video.width = video.height = 32
+        video.pix_fmt = "yuv420p"
+        audio = container.add_stream("aac", rate=8000)
+        for frame in noise_frames(100, size=32):
+            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode(None):
+            container.mux(packet)
+        for i in range(500 * 8000 // 1024):
+            silent = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), "fltp", "mono")
+            silent.sample_rate, silent.pts = 8000, i * 1024
+            for packet in audio.encode(silent):
+                container.mux(packet)
+        for packet in audio.encode(None):
+            container.mux(packet)
+    sampled = sample_frames(buf.getvalue(), VideoLimits(sample_fps=2.0))
+    assert len(sampled.frames) == 20 and sampled.times[-1] == pytest.approx(9.5)
+    assert sampled.duration_s < 11
 
 
 def test_sampler_without_a_stated_duration_thins_out_evenly():
-    sampler = _Sampler(VideoLimits(sample_fps=2.0, max_samples=10), duration=0.0)
+    sampler = _Sampler(VideoLimits(sample_fps=2.0, max_samples=10))
     blank = Image.new("RGB", (2, 2))
     for i in range(300):  # 30 s at 10 fps, duration unknown in advance
         t = i / 10
@@ -561,3 +590,34 @@ def test_job_config_samples_as_the_service_does(monkeypatch):
     )
     assert limits == VideoLimits(), "the library's defaults are the service's"
     assert all(0 <= q <= 1 for q in cfg.quantiles) and cfg.model_ref == "champion"
+
+
+def test_the_served_rule_is_a_pair_from_one_source():
+    from deepfakenet.video import served_rule
+
+    tagged = {"video_quantile": "1", "video_threshold": "0.954271"}
+    assert served_rule(tagged, 0.4) == (1.0, 0.954271, True)
+    assert served_rule(tagged, 0.4, override=(0.75, 0.6)) == (0.75, 0.6, True)
+    # No rule, half a rule, a broken or out-of-range tag: the default quantile at the image
+    # threshold, flagged as unmeasured (the service warns).
+    for labels in ({}, {"video_quantile": "1"}, {**tagged, "video_threshold": "x"},
+                   {**tagged, "video_threshold": "7"}):  # fmt: skip
+        assert served_rule(labels, 0.4, default_quantile=0.9) == (0.9, 0.4, False), labels
+
+
+def test_a_clip_threshold_cannot_be_set_without_its_quantile(monkeypatch):
+    from pydantic import ValidationError
+
+    from deepfakenet.settings import ServiceSettings
+
+    monkeypatch.setenv("DEEPFAKENET_VIDEO_THRESHOLD", "0.9")
+    with pytest.raises(ValidationError, match="together"):
+        ServiceSettings()
+    monkeypatch.setenv("DEEPFAKENET_VIDEO_QUANTILE", "1.0")
+    settings = ServiceSettings()
+    assert (settings.video_quantile, settings.video_threshold) == (1.0, 0.9)
+
+
+def test_thin_frames_are_refused_from_the_header():
+    data = encode_clip([np.zeros((4, 640, 3), np.uint8)] * 2, "mpeg4")
+    assert "sides of at least" in str(refused(data))

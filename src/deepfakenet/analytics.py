@@ -37,6 +37,7 @@ import torch
 
 from deepfakenet.labels import FAKE_LABEL, LABELS
 from deepfakenet.metrics import ECE_BINS, expected_calibration_error
+from deepfakenet.store import VIDEO_ENDPOINT
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +292,7 @@ def calibration(feedback: pd.DataFrame, n_bins: int = ECE_BINS) -> Calibration:
 
     A calibrated model that says 0.8 is right about "fake" 80 % of the time; the reliability
     chart shows ``frac_fake`` against ``mean_prob_fake`` per bin, ideally on the diagonal.
+    Clips (``/predict_video``) are left out: their score is a quantile of frame probabilities.
     Equal-width bins, as the training report's reliability diagram uses, and by default as many
     (:data:`~deepfakenet.metrics.ECE_BINS`): the ECE is
     :func:`~deepfakenet.metrics.expected_calibration_error`, the very number training and the
@@ -299,6 +301,8 @@ def calibration(feedback: pd.DataFrame, n_bins: int = ECE_BINS) -> Calibration:
     if n_bins < 1:
         raise ValueError(f"n_bins must be at least 1, got {n_bins}")
     verdicts = latest_verdicts(feedback)
+    if "endpoint" in verdicts:  # a clip's score is a quantile of frames, not a probability
+        verdicts = verdicts[verdicts["endpoint"] != VIDEO_ENDPOINT]
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     # One decimal when it names every edge exactly (10 bins), else two (15 bins: 0.07, 0.13).
     digits = 1 if np.allclose(edges, np.round(edges, 1)) else 2

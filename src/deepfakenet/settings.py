@@ -82,16 +82,19 @@ class ServiceSettings(BaseSettings):
         max_video_seconds: Longest accepted clip, by its header and by the frames decoded.
         max_video_frames: Most frames decoded from one clip (all of them, not only the sampled).
         max_video_pixels: Largest accepted ``width * height`` of a video frame.
-        video_deadline_s: Wall-clock limit on decoding one clip; a slower one is refused (422).
+        video_deadline_s: Wall-clock limit on decoding one clip; a slower one is refused (400).
+        video_read_timeout_s: Longest time to receive a ``/predict_video`` body (408 past it).
+        max_concurrent_videos: Clips one worker takes at once (received, queued or decoding);
+            more get 503 with ``Retry-After`` before their body is read.
         video_sample_fps: Frames scored per second of video (``make video-eval`` measures the
             rule at this rate).
         video_max_samples: Most frames scored per clip; a longer clip is sampled more sparsely.
         video_quantile: The clip's score is this quantile of its frames' calibrated P(fake)
-            (1.0 = the strongest frame). None: the rule ``make video-eval`` chose for the served
-            version on validation clips (a version tag), else :data:`DEFAULT_VIDEO_QUANTILE`.
-        video_threshold: A clip is ``fake`` when its score reaches this. None: the version's
-            chosen rule, else the model's own image threshold (unmeasured on clips: the service
-            logs a warning).
+            (1.0 = the strongest frame). Set with ``video_threshold`` or not at all (a threshold
+            is chosen for one quantile). None: the pair ``make video-eval`` chose for the served
+            version on validation clips (version tags), else :data:`DEFAULT_VIDEO_QUANTILE` with
+            the model's image threshold (never measured on clips: the service logs a warning).
+        video_threshold: A clip is ``fake`` when its score reaches this (see ``video_quantile``).
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
@@ -125,6 +128,8 @@ class ServiceSettings(BaseSettings):
     max_video_frames: int = Field(default=20_000, gt=0)
     max_video_pixels: int = Field(default=3840 * 2160, gt=0)
     video_deadline_s: float = Field(default=30.0, gt=0)
+    video_read_timeout_s: float = Field(default=90.0, gt=0)
+    max_concurrent_videos: int = Field(default=2, ge=1)
     video_sample_fps: float = Field(default=2.0, gt=0)
     video_max_samples: int = Field(default=64, gt=0)
     video_quantile: float | None = Field(default=None, ge=0, le=1)
@@ -139,6 +144,16 @@ class ServiceSettings(BaseSettings):
     def backend_threads(self) -> int:
         """Intra-op threads per worker: :attr:`threads`, else the cores shared by the workers."""
         return self.threads or max(1, usable_cores() // self.worker_count)
+
+    @model_validator(mode="after")
+    def _video_rule_is_a_pair(self) -> ServiceSettings:
+        """A clip threshold belongs to the quantile it was chosen for: both or neither."""
+        if (self.video_quantile is None) != (self.video_threshold is None):
+            raise ValueError(
+                "set DEEPFAKENET_VIDEO_QUANTILE and DEEPFAKENET_VIDEO_THRESHOLD together (a "
+                "threshold is chosen for one quantile), or neither (the version's own rule)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _derive_paths(self) -> ServiceSettings:

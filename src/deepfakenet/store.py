@@ -84,6 +84,9 @@ class Prediction(Base):
     provenance: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
 
 
+#: ``predictions.endpoint`` of a clip's record: its score is a clip rule's, not an image's.
+VIDEO_ENDPOINT = "predict_video"
+
 #: Columns added to ``predictions`` after the first release (nullable, with their DDL type):
 #: :meth:`Store._upgrade` adds the missing ones to an older database.
 ADDED_COLUMNS: dict[str, str] = {
@@ -380,8 +383,9 @@ class Store:
 
         Columns: ``feedback_id``, ``prediction_id``, ``created_at`` (of the feedback),
         ``human_label``, ``comment``, ``used_at``, ``used_by`` and the prediction's
-        ``predicted_at``, ``model_version``, ``prob_fake``, ``model_label``, ``threshold``,
-        ``sha256``, ``width``, ``height``, ``format``, ``client_key``, ``provenance`` (JSON text).
+        ``predicted_at``, ``endpoint``, ``model_version``, ``prob_fake``, ``model_label``,
+        ``threshold``, ``sha256``, ``width``, ``height``, ``format``, ``client_key``,
+        ``provenance`` (JSON text).
 
         A database of the previous release may hold several votes on one prediction (there was
         no unique index): only the latest of them is returned, as if it had replaced the others.
@@ -396,6 +400,7 @@ class Store:
                 Feedback.used_at,
                 Feedback.used_by,
                 Prediction.created_at.label("predicted_at"),
+                Prediction.endpoint,
                 Prediction.model_version,
                 Prediction.prob_fake,
                 Prediction.label.label("model_label"),
@@ -422,6 +427,7 @@ class Store:
             "used_at",
             "used_by",
             "predicted_at",
+            "endpoint",
             "model_version",
             "prob_fake",
             "model_label",
@@ -475,6 +481,9 @@ def collect_labels(
     The one labelling rule of the project: retraining (:mod:`deepfakenet.retrain`) and the
     federated sites (:mod:`deepfakenet.federated.sites`) read labels through it.
 
+    Votes on clips (``/predict_video``) are left out: a clip's label does not say which of its
+    frames are fake, so no image can be labelled from it.
+
     A vote counts once per *client*, so one client re-uploading the same bytes and voting each
     time cannot decide the image's label: per image (content hash), each client's latest vote is
     kept (the client is the prediction's ``client_key``; a prediction without one, e.g. of the
@@ -500,6 +509,7 @@ def collect_labels(
     if tie not in {"skip", "latest"}:
         raise ValueError(f"tie must be 'skip' or 'latest', got {tie!r}")
     feedback = store.feedback_frame()
+    feedback = feedback[feedback["endpoint"] != VIDEO_ENDPOINT]
     keys = feedback["client_key"]
     client = keys.where(keys.notna(), "prediction:" + feedback["prediction_id"].astype(str))
     feedback = feedback.assign(client=client).sort_values("created_at", kind="stable")

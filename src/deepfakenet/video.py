@@ -29,10 +29,9 @@ nothing. A truncated or corrupt file is refused, not scored on its first half: a
 stated duration of a file with no other track.
 
 Sampling: the first frame at or after each multiple of ``1 / sample_fps`` seconds is kept. At
-most ``max_samples`` frames are kept: when the header's duration says the clip is longer than
-``max_samples / sample_fps``, the interval grows to ``duration / max_samples`` so the samples
-cover the whole clip; when the samples still overflow (a header without a duration, or a lying
-one), every other sample is dropped and the interval doubled. Timestamps come from each frame's
+most ``max_samples`` frames are kept: when the samples overflow, every other sample is dropped
+and the interval doubled, so they always spread over everything decoded. The header's duration
+never sets the interval (it may be another track's, or a lie). Timestamps come from each frame's
 ``pts * time_base`` relative to the stream's start, never from ``index / fps``: a
 variable-frame-rate clip (phones record them) is sampled at the right times. A frame without a
 timestamp is placed one nominal frame interval after the previous one. A display rotation (a
@@ -46,7 +45,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -55,6 +54,7 @@ import numpy as np
 from PIL import Image
 
 from deepfakenet.errors import InvalidVideoError, VideoTooLargeError
+from deepfakenet.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,8 @@ _DECODE_ERRORS = (
 #: Bytes FFmpeg may read while probing the streams of a file it opens.
 PROBE_BYTES = 2_000_000
 
+#: Shortest accepted frame side (the crop of a thinner frame would be mostly upscaling).
+MIN_SIDE = 8
 #: Slack when a timestamp is compared with a sampling instant (floating-point seconds).
 _EPS = 1e-6
 
@@ -125,6 +127,19 @@ class VideoLimits:
     deadline_s: float = 30.0
     sample_fps: float = 2.0
     max_samples: int = 64
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> VideoLimits:
+        """The service's limits (``DEEPFAKENET_MAX_VIDEO_*``, ``DEEPFAKENET_VIDEO_*``)."""
+        return cls(
+            max_bytes=settings.max_video_bytes,
+            max_duration_s=settings.max_video_seconds,
+            max_frames=settings.max_video_frames,
+            max_pixels=settings.max_video_pixels,
+            deadline_s=settings.video_deadline_s,
+            sample_fps=settings.video_sample_fps,
+            max_samples=settings.video_max_samples,
+        )
 
     def __post_init__(self) -> None:
         for name in ("max_bytes", "max_frames", "max_pixels", "max_samples"):
@@ -160,6 +175,26 @@ class SampledVideo:
     codec: str
     container: str
     decoded_frames: int
+    sample_interval_s: float
+
+
+def check_upload(data: bytes, limits: VideoLimits) -> str:
+    """The cheap checks of :func:`sample_frames`, without opening anything: bytes, container.
+
+    Returns:
+        The accepted container's name (``MP4/MOV``, ...).
+
+    Raises:
+        InvalidVideoError: Empty, an image, or not an accepted container.
+        VideoTooLargeError: Over the byte limit.
+    """
+    if not data:
+        raise InvalidVideoError("empty body: no video bytes were sent")
+    if len(data) > limits.max_bytes:
+        raise VideoTooLargeError(
+            f"video is {len(data)} bytes, over the limit of {limits.max_bytes} bytes"
+        )
+    return _sniff_container(data)[1]
 
 
 def _sniff_container(data: bytes) -> tuple[str, str]:
@@ -216,6 +251,17 @@ def _check_header(
             f"{', '.join(sorted(ALLOWED_CODECS))})"
         )
     width, height = stream.codec_context.width, stream.codec_context.height
+    if (
+        width
+        and height
+        and (min(width, height) < MIN_SIDE or max(width, height) > 16 * min(width, height))
+    ):
+        # A 65535 x 2 stream is few pixels, but each sampled frame would be upscaled to the
+        # model's crop on its short side: gigabytes per frame.
+        raise InvalidVideoError(
+            f"video frames are {width}x{height}: sides of at least {MIN_SIDE} pixels and an "
+            "aspect ratio up to 16:1 are accepted"
+        )
     if width * height > limits.max_pixels:
         raise VideoTooLargeError(
             f"video frames are {width}x{height} = {width * height} pixels, over the limit of "
@@ -235,17 +281,15 @@ def _check_header(
 class _Sampler:
     """Keeps the first frame at or after each sampling instant, at most ``max_samples`` of them.
 
-    The instants are multiples of ``interval``: ``1 / sample_fps``, or ``duration / max_samples``
-    when the header says the clip is too long for ``max_samples`` at that rate. When the samples
-    still overflow (no stated duration, or one that lies), every other sample is dropped and the
+    The instants are multiples of ``interval``, first ``1 / sample_fps``; never widened from what
+    the header says (a silent audio track of 500 s beside a 10 s video would otherwise leave two
+    samples). When the samples overflow, every other sample is dropped and the
     interval doubled, so the kept frames always spread over everything decoded so far.
     """
 
-    def __init__(self, limits: VideoLimits, duration: float) -> None:
+    def __init__(self, limits: VideoLimits) -> None:
         self.max_samples = limits.max_samples
         self.interval = 1.0 / limits.sample_fps
-        if duration * limits.sample_fps > limits.max_samples:
-            self.interval = duration / limits.max_samples
         self.next_time = 0.0
         self.frames: list[Image.Image] = []
         self.times: list[float] = []
@@ -257,7 +301,7 @@ class _Sampler:
     def add(self, t: float, image: Image.Image) -> None:
         """Keep a wanted frame; thin the samples out if they overflow."""
         self.frames.append(image)
-        self.times.append(t)
+        self.times.append(max(t, 0.0))  # a timestamp a hair before the origin is the origin
         if len(self.frames) > self.max_samples:
             self.frames, self.times = self.frames[::2], self.times[::2]
             self.interval *= 2
@@ -327,7 +371,7 @@ def _decode(
     keep: Callable[[Image.Image], Image.Image] | None,
 ) -> tuple[_Sampler, int, float]:
     """Decode every frame under the limits; return the sampler, frames decoded, last time."""
-    sampler = _Sampler(limits, duration)
+    sampler = _Sampler(limits)
     clock = _Clock(stream)
     decoded = 0
 
@@ -403,12 +447,7 @@ def sample_frames(
             a truncated or corrupt file, too long, too many frames, or over the deadline.
     """
     limits = limits or VideoLimits()
-    if not data:
-        raise InvalidVideoError("empty body: no video bytes were sent")
-    if len(data) > limits.max_bytes:
-        raise VideoTooLargeError(
-            f"video is {len(data)} bytes, over the limit of {limits.max_bytes} bytes"
-        )
+    check_upload(data, limits)
     demuxer, container_name = _sniff_container(data)
     start = time.monotonic()
     try:
@@ -461,11 +500,39 @@ def sample_frames(
         times=sampler.times,
         width=int(width or sampler.frames[0].width),
         height=int(height or sampler.frames[0].height),
-        duration_s=max(duration, last),
+        # The header's duration when the frames bear it out, else the frames' span: the
+        # container's duration may be another track's (or a lie).
+        duration_s=max(duration, last) if abs(duration - last) <= 1.0 else last,
         codec=str(codec),
         container=container_name,
         decoded_frames=decoded,
+        sample_interval_s=sampler.interval,
     )
+
+
+def served_rule(
+    labels: Mapping[str, str],
+    image_threshold: float,
+    override: tuple[float, float] | None = None,
+    default_quantile: float = 0.9,
+) -> tuple[float, float, bool]:
+    """The clip rule a service applies to a model version: ``(quantile, threshold, measured)``.
+
+    A threshold belongs to the quantile it was chosen with, so the two are taken as a pair: the
+    operator's ``override``, else the pair ``make video-eval`` tagged on the version (its
+    labels ``video_quantile`` / ``video_threshold``), else ``default_quantile`` with the
+    model's image threshold (``measured`` False: never measured on clips).
+    """
+    if override is not None:
+        return override[0], override[1], True
+    try:
+        quantile = float(labels["video_quantile"])
+        threshold = float(labels["video_threshold"])
+    except (KeyError, ValueError):
+        return default_quantile, image_threshold, False
+    if not (0.0 <= quantile <= 1.0 and 0.0 <= threshold <= 1.0):
+        return default_quantile, image_threshold, False
+    return quantile, threshold, True
 
 
 def clip_score(frame_probs: Sequence[float] | np.ndarray, quantile: float) -> float:
