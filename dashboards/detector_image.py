@@ -11,9 +11,15 @@ import hashlib
 import logging
 
 import streamlit as st
-from detector_verdict import feedback_form, sentence, show_provenance, show_verdict
+from detector_verdict import (
+    feedback_form,
+    sentence,
+    show_heatmap,
+    show_provenance,
+    show_verdict,
+)
 
-from deepfakenet.display import enlarged, outline_region, scaled_for_display, scored_region
+from deepfakenet.display import outline_region, scaled_for_display, scored_region
 from deepfakenet.errors import InvalidImageError
 from deepfakenet.imaging import DecodeLimits, decode_image
 from deepfakenet.samples import Sample, make_samples
@@ -104,18 +110,11 @@ def show_images(
             side = box[2] - box[0]
             caption += f"; the outlined {side}x{side} px square is what the model scored"
         original.image(shown, caption=caption, width="stretch")
-    try:
-        overlay = enlarged(result.heatmap_png)
-    except ValueError as err:
-        heat.warning(str(err))
-        return
-    heat.image(
-        overlay,
-        caption=(
-            f"Grad-CAM of '{result.target}' ({result.layer}) over the scored crop, enlarged: "
-            "warm areas pushed the model towards that class"
-        ),
-        width="stretch",
+    show_heatmap(
+        heat,
+        result.heatmap_png,
+        f"Grad-CAM of '{result.target}' ({result.layer}) over the scored crop, enlarged: "
+        "warm areas pushed the model towards that class",
     )
 
 

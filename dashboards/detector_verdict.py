@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import pandas as pd
 import streamlit as st
 
-from deepfakenet.display import describe_provenance
+from deepfakenet.display import describe_provenance, enlarged
 from deepfakenet.labels import LABELS
 from deepfakenet.service_client import ServiceClient, ServiceError, ServiceRejectedError
 
@@ -157,3 +157,16 @@ def feedback_form(
         return
     st.session_state[sent_key] = feedback_id
     st.rerun()
+
+
+def show_heatmap(column: Any, heatmap_png: str, caption: str) -> None:
+    """A Grad-CAM overlay (the service's base64 PNG), enlarged, in ``column``.
+
+    A warning instead when the PNG cannot be read.
+    """
+    try:
+        overlay = enlarged(heatmap_png)
+    except ValueError as err:
+        column.warning(str(err))
+        return
+    column.image(overlay, caption=caption, width="stretch")

@@ -17,9 +17,14 @@ from pathlib import PurePath
 import streamlit as st
 from detector_charts import timeline_chart
 from detector_image import upload_limit_mb
-from detector_verdict import feedback_form, sentence, show_provenance, show_verdict
+from detector_verdict import (
+    feedback_form,
+    sentence,
+    show_heatmap,
+    show_provenance,
+    show_verdict,
+)
 
-from deepfakenet.display import enlarged
 from deepfakenet.service_client import (
     ServiceClient,
     ServiceError,
@@ -102,19 +107,12 @@ def show_timeline(data: bytes, result: VideoVerdict) -> None:
     player, heat = st.columns(2)
     player.video(data, start_time=math.floor(strongest.t))
     player.caption(f"The clip, from {math.floor(strongest.t)} s (the strongest frame's second)")
-    try:
-        overlay = enlarged(strongest.heatmap_png)
-    except ValueError as err:
-        heat.warning(str(err))
-        return
-    heat.image(
-        overlay,
-        caption=(
-            f"Strongest frame at {strongest.t:.2f} s (P(fake) {strongest.prob_fake:.1%}): "
-            "Grad-CAM of 'fake' over the scored crop, enlarged; warm areas pushed the model "
-            "towards fake"
-        ),
-        width="stretch",
+    show_heatmap(
+        heat,
+        strongest.heatmap_png,
+        f"Strongest frame at {strongest.t:.2f} s (P(fake) {strongest.prob_fake:.1%}): "
+        "Grad-CAM of 'fake' over the scored crop, enlarged; warm areas pushed the model "
+        "towards fake",
     )
 
 
