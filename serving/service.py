@@ -289,8 +289,9 @@ class DeepfakeDetector:
         score is the ``DEEPFAKENET_VIDEO_QUANTILE`` quantile of its frames' calibrated P(fake),
         judged at ``DEEPFAKENET_VIDEO_THRESHOLD``; unset, both come from the rule ``make
         video-eval`` chose for the served version (:func:`video_rule`). One record per clip,
-        with the strongest frame's feature vector; that frame's crop is what the archive keeps
-        for the feedback loop.
+        with the strongest frame's feature vector; that frame's crop is archived (the admin page
+        shows it). Feedback on a clip is stored but never labels an image for retraining
+        (:func:`deepfakenet.store.collect_labels`).
         """
         client_key = self._client_key(ctx)
         loop = asyncio.get_running_loop()
